@@ -1,0 +1,13 @@
+//! Test support shared by the ingest, worker and end-to-end tests and the
+//! benchmark: a private `redis-server` per test ([`RedisServer`]) and a real
+//! in-process HTTP destination that records what it receives and answers as
+//! the test scripts it ([`Sink`]).
+//!
+//! Nothing here mocks Redis or HTTP; tests talk to the real things on
+//! loopback.
+
+mod redis_server;
+mod sink;
+
+pub use redis_server::{RedisServer, free_port};
+pub use sink::{Answer, Received, Sink};
