@@ -1,0 +1,1 @@
+//! The fanout benchmark (not a test: `bench/run.sh` runs it).

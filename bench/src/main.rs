@@ -1,0 +1,2 @@
+//! `fanout-bench`: see `bench/run.sh`.
+fn main() {}
