@@ -1,0 +1,175 @@
+"""Manifest checks of scripts/validate-chart.sh that need a YAML parser.
+
+Subcommands (each prints one PASS or FAIL line per object or comparison and
+exits non-zero when anything failed):
+
+  k8s VERSION FILE...     every object validated strictly against the
+                          Kubernetes VERSION schemas of kubernetes-validate;
+                          custom-resource kinds it cannot know are skipped by
+                          name, any other unknown kind fails.
+  crd CRD FILE...         every FanoutRoute in FILE validated against the
+                          openAPIV3Schema of CRD (the served version it
+                          names), unknown fields refused as `kubectl apply`
+                          does with strict field validation.
+  rbac EXPECTED RENDERED  the rules of the ClusterRole in EXPECTED equal
+                          those of the ClusterRole in RENDERED.
+"""
+
+import copy
+import sys
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+# Kinds served by CRDs, not by Kubernetes itself: kubernetes-validate has no
+# schema for them. FanoutRoute is checked against its own CRD instead.
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("fanout.dev/v1alpha1", "FanoutRoute"),
+}
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc]
+
+
+def name_of(obj):
+    meta = obj.get("metadata") or {}
+    return "%s/%s" % (obj.get("kind"), meta.get("name"))
+
+
+def check_k8s(version, paths):
+    failed = 0
+    for path in paths:
+        for obj in load(path):
+            what = "%s %s" % (path, name_of(obj))
+            if (obj.get("apiVersion"), obj.get("kind")) in CUSTOM_KINDS:
+                print("SKIP %s: custom resource, no built-in schema" % what)
+                continue
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+                print("PASS %s valid for Kubernetes %s (strict)" % (what, version))
+            except kubernetes_validate.ValidationError as e:
+                where = ".".join(str(p) for p in e.path)
+                print("FAIL %s invalid for Kubernetes %s at %s: %s" % (what, version, where, e.message))
+                failed += 1
+            except kubernetes_validate.SchemaNotFoundError as e:
+                print("FAIL %s: %s" % (what, e.message))
+                failed += 1
+    return failed
+
+
+def strict_schema(schema):
+    """A copy of a structural schema where objects with listed properties
+    refuse other fields, unless the schema preserves unknown fields.
+    Kubernetes prunes (or, with strict field validation, refuses) unknown
+    fields; plain JSON Schema would accept them silently."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if not isinstance(node, dict):
+            return
+        if (
+            node.get("type") == "object"
+            and "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            node["additionalProperties"] = False
+        for key in ("properties", "patternProperties", "definitions"):
+            for child in (node.get(key) or {}).values():
+                walk(child)
+        for key in ("items", "additionalProperties", "not"):
+            if isinstance(node.get(key), dict):
+                walk(node[key])
+        for key in ("allOf", "anyOf", "oneOf"):
+            for child in node.get(key) or []:
+                walk(child)
+
+    walk(schema)
+    # apiVersion, kind and metadata are Kubernetes' own; the CRD schema only
+    # describes them loosely.
+    props = schema.setdefault("properties", {})
+    for key in ("apiVersion", "kind", "metadata"):
+        props.setdefault(key, {})
+    return schema
+
+
+def check_crd(crd_path, paths):
+    crds = [d for d in load(crd_path) if d.get("kind") == "CustomResourceDefinition"]
+    if len(crds) != 1:
+        print("FAIL %s: expected one CustomResourceDefinition, found %d" % (crd_path, len(crds)))
+        return 1
+    spec = crds[0]["spec"]
+    group, kind = spec["group"], spec["names"]["kind"]
+    schemas = {
+        "%s/%s" % (group, v["name"]): strict_schema(v["schema"]["openAPIV3Schema"])
+        for v in spec["versions"]
+        if v.get("served")
+    }
+    failed = 0
+    checked = 0
+    for path in paths:
+        for obj in load(path):
+            what = "%s %s" % (path, name_of(obj))
+            if obj.get("kind") != kind:
+                continue
+            checked += 1
+            schema = schemas.get(obj.get("apiVersion"))
+            if schema is None:
+                print("FAIL %s: apiVersion %s is not served by the CRD" % (what, obj.get("apiVersion")))
+                failed += 1
+                continue
+            validator = jsonschema.Draft7Validator(schema)
+            errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.path))
+            if errors:
+                for e in errors:
+                    where = ".".join(str(p) for p in e.path) or "(root)"
+                    print("FAIL %s at %s: %s" % (what, where, e.message))
+                failed += 1
+            else:
+                print("PASS %s valid against the CRD's openAPIV3Schema" % what)
+    if checked == 0:
+        print("FAIL no %s found in %s" % (kind, " ".join(paths)))
+        failed += 1
+    return failed
+
+
+def cluster_role_rules(path):
+    roles = [d for d in load(path) if d.get("kind") == "ClusterRole"]
+    if len(roles) != 1:
+        raise SystemExit("FAIL %s: expected one ClusterRole, found %d" % (path, len(roles)))
+    return roles[0].get("rules") or []
+
+
+def check_rbac(expected_path, rendered_path):
+    expected = cluster_role_rules(expected_path)
+    rendered = cluster_role_rules(rendered_path)
+    if expected == rendered:
+        print("PASS chart ClusterRole rules equal %s (%d rules)" % (expected_path, len(expected)))
+        return 0
+    print("FAIL chart ClusterRole rules differ from %s" % expected_path)
+    print("  expected:\n" + yaml.safe_dump(expected, sort_keys=False).rstrip().replace("\n", "\n    "))
+    print("  chart:\n" + yaml.safe_dump(rendered, sort_keys=False).rstrip().replace("\n", "\n    "))
+    return 1
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise SystemExit(__doc__)
+    cmd, args = argv[1], argv[2:]
+    if cmd == "k8s" and len(args) >= 2:
+        failed = check_k8s(args[0], args[1:])
+    elif cmd == "crd" and len(args) >= 2:
+        failed = check_crd(args[0], args[1:])
+    elif cmd == "rbac" and len(args) == 2:
+        failed = check_rbac(args[0], args[1])
+    else:
+        raise SystemExit(__doc__)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

