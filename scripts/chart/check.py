@@ -26,6 +26,7 @@ import yaml
 # schema for them. FanoutRoute is checked against its own CRD instead.
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
     ("fanout.dev/v1alpha1", "FanoutRoute"),
 }
 
