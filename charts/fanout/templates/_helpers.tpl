@@ -87,10 +87,14 @@ app.kubernetes.io/component: redis
 {{/*
 The Redis URL the operator uses and passes on to the data plane. The bundled
 Redis is addressed as <service>.<namespace>.svc so that route pods in every
-namespace reach it, whatever the cluster domain.
+namespace reach it, whatever the cluster domain. An external Redis with a
+password gets ":$(REDIS_PASSWORD)@" spliced in; Kubernetes expands it from
+the REDIS_PASSWORD variable defined before FANOUT_REDIS_URL in the container.
 */}}
 {{- define "fanout.redisURL" -}}
-{{- if .Values.redis.external.url }}
+{{- if and .Values.redis.external.url .Values.redis.external.passwordSecret.name }}
+{{- .Values.redis.external.url | replace "redis://" "redis://:$(REDIS_PASSWORD)@" }}
+{{- else if .Values.redis.external.url }}
 {{- .Values.redis.external.url }}
 {{- else }}
 {{- printf "redis://%s.%s.svc:6379" (include "fanout.redis.fullname" .) .Release.Namespace }}
