@@ -1,0 +1,162 @@
+//! The ingest service's configuration: flags (each with an environment
+//! variable) turned into one typed [`Config`], checked once at startup.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use fanout_api::{FanoutRoute, RoutesFileError, load_routes_file, secrets::DEFAULT_SECRETS_DIR};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line flags of `fanout-ingest`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "fanout-ingest",
+    version,
+    about = "Accepts events over HTTP and stores each once in its route's Redis stream"
+)]
+pub struct Args {
+    /// Routes file: one or more FanoutRoute YAML documents.
+    #[arg(long, env = "FANOUT_ROUTES")]
+    pub routes: PathBuf,
+    /// Redis to store events in.
+    #[arg(
+        long,
+        env = "FANOUT_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// Address to serve HTTP on.
+    #[arg(long, env = "FANOUT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Directory holding the Secrets routes refer to, as
+    /// `<dir>/<secret name>/<key>`.
+    #[arg(long, env = "FANOUT_SECRETS_DIR", default_value = DEFAULT_SECRETS_DIR)]
+    pub secrets_dir: PathBuf,
+    /// Refuse events (503) while Redis used memory exceeds this fraction of
+    /// its `maxmemory` (ignored when Redis has no `maxmemory`).
+    #[arg(long, env = "FANOUT_REDIS_MEMORY_WATERMARK", default_value_t = 0.9)]
+    pub redis_memory_watermark: f64,
+    /// Log format.
+    #[arg(long, env = "FANOUT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The routes file is unusable.
+    #[error(transparent)]
+    Routes(#[from] RoutesFileError),
+    /// The Redis URL does not parse.
+    #[error("invalid --redis-url {url:?}: {reason}")]
+    RedisUrl {
+        /// The URL given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The watermark is not a fraction.
+    #[error("--redis-memory-watermark must be greater than 0 and at most 1, got {0}")]
+    Watermark(f64),
+    /// An interval is zero.
+    #[error("{0} must be longer than 0")]
+    ZeroInterval(&'static str),
+}
+
+/// Everything the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The routes served (already validated).
+    pub routes: Vec<FanoutRoute>,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Where Secrets are mounted.
+    pub secrets_dir: PathBuf,
+    /// Fraction of `maxmemory` above which events are refused.
+    pub redis_memory_watermark: f64,
+    /// How often Redis reachability and memory are checked.
+    pub redis_check_interval: Duration,
+    /// How often token files are checked for changes.
+    pub token_reload_interval: Duration,
+    /// How long a Redis command may take before it counts as failed.
+    pub redis_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration with every default, for `routes` on `redis_url`.
+    pub fn new(routes: Vec<FanoutRoute>, redis_url: impl Into<String>) -> Self {
+        Self {
+            routes,
+            redis_url: redis_url.into(),
+            secrets_dir: PathBuf::from(DEFAULT_SECRETS_DIR),
+            redis_memory_watermark: 0.9,
+            redis_check_interval: Duration::from_secs(1),
+            token_reload_interval: Duration::from_secs(10),
+            redis_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Reads the routes file named by the flags and builds the
+    /// configuration; [`Config::validate`] checks the rest.
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        let routes = load_routes_file(&args.routes)?;
+        let mut config = Self::new(routes, &args.redis_url);
+        config.secrets_dir = args.secrets_dir.clone();
+        config.redis_memory_watermark = args.redis_memory_watermark;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the routes file loader did not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        redis::Client::open(self.redis_url.as_str()).map_err(|e| ConfigError::RedisUrl {
+            url: self.redis_url.clone(),
+            reason: e.to_string(),
+        })?;
+        let w = self.redis_memory_watermark;
+        if !(w > 0.0 && w <= 1.0) {
+            return Err(ConfigError::Watermark(w));
+        }
+        for (name, value) in [
+            ("redis_check_interval", self.redis_check_interval),
+            ("token_reload_interval", self.token_reload_interval),
+            ("redis_timeout", self.redis_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroInterval(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_refuses_bad_watermarks_and_urls() {
+        let mut config = Config::new(Vec::new(), "redis://127.0.0.1:6379");
+        assert!(config.validate().is_ok());
+        for w in [0.0, -0.5, 1.5, f64::NAN] {
+            config.redis_memory_watermark = w;
+            assert!(
+                matches!(config.validate(), Err(ConfigError::Watermark(_))),
+                "{w}"
+            );
+        }
+        config.redis_memory_watermark = 1.0;
+        config.redis_url = "http://nope".into();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::RedisUrl { .. })
+        ));
+    }
+}
