@@ -1,0 +1,498 @@
+//! The delivery runner of one destination: reads its consumer group and
+//! drives every entry it holds through attempts, retries and the final
+//! acknowledgement or dead letter.
+//!
+//! Each destination has its own runner (and its own blocking Redis
+//! connection), so a slow or failing destination never holds back another.
+//! Memory is bounded: the runner reads only as many entries as it has free
+//! in-flight slots (`maxInFlight`), and stops reading while
+//! `10 * maxInFlight` entries wait for a retry.
+//!
+//! Order of work: first this consumer's own pending entries (left by an
+//! earlier run of the same instance), honouring their stored retry state;
+//! then new entries; and every `visibility / 2` entries that any consumer
+//! left idle longer than the visibility timeout (XAUTOCLAIM). Every
+//! `visibility / 3` the idle time of every entry held here is reset, so
+//! entries in flight or waiting for a retry are never reclaimed by another
+//! worker while this one is alive.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use fanout_api::entry::{DeadLetter, RetryState, StoredEvent};
+use redis::aio::ConnectionManager;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn};
+
+use crate::{
+    backoff::{Decision, decide, entry_millis},
+    classify::classify,
+    config::DestinationConfig,
+    delivery::Deliverer,
+    metrics::{DestinationLabels, Metrics, Outcome, OutcomeLabels},
+    store::{DestinationStore, Entry, ReadEntry, StoreError, malformed_dead_letter},
+};
+
+/// How long one XREADGROUP waits for new entries.
+pub const READ_BLOCK: Duration = Duration::from_secs(1);
+/// Wait after a failed Redis command before the next one.
+const REDIS_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Tokens shared by every runner of a worker.
+#[derive(Clone, Debug)]
+pub struct Lifecycle {
+    /// Cancelled on SIGTERM: stop reading, stop waiting, finish attempts.
+    pub stop: CancellationToken,
+    /// Cancelled when the shutdown grace is over: abandon attempts.
+    pub abort: CancellationToken,
+    /// Cancelled when every entry task has ended: stop background loops.
+    pub done: CancellationToken,
+    /// Every entry task, to wait for at shutdown.
+    pub tasks: TaskTracker,
+}
+
+/// Everything an entry task needs, shared by the runner's tasks.
+struct Shared {
+    dest: DestinationConfig,
+    labels: DestinationLabels,
+    store: DestinationStore,
+    deliverer: Deliverer,
+    metrics: Arc<Metrics>,
+    life: Lifecycle,
+    /// Ids of the entries this runner holds (in flight or waiting).
+    held: Mutex<HashSet<String>>,
+    /// In-flight slots (`maxInFlight`).
+    slots: Semaphore,
+    /// Entries waiting for a retry.
+    waiting: AtomicUsize,
+    /// Signalled whenever `waiting` goes down.
+    waiting_changed: Notify,
+}
+
+/// The runner of one destination.
+pub struct Runner {
+    shared: Arc<Shared>,
+    reader: ConnectionManager,
+}
+
+impl Runner {
+    /// A runner for `dest`, reading with its own connection `reader` (a
+    /// blocking read stalls its connection) and writing through `store`.
+    pub fn new(
+        route: String,
+        dest: DestinationConfig,
+        store: DestinationStore,
+        deliverer: Deliverer,
+        reader: ConnectionManager,
+        metrics: Arc<Metrics>,
+        life: Lifecycle,
+    ) -> Self {
+        let labels = DestinationLabels {
+            route,
+            destination: dest.name.clone(),
+        };
+        let slots = Semaphore::new(dest.max_in_flight);
+        Self {
+            shared: Arc::new(Shared {
+                dest,
+                labels,
+                store,
+                deliverer,
+                metrics,
+                life,
+                held: Mutex::new(HashSet::new()),
+                slots,
+                waiting: AtomicUsize::new(0),
+                waiting_changed: Notify::new(),
+            }),
+            reader,
+        }
+    }
+
+    /// Reads and delivers until `stop`; returns when reading has stopped
+    /// (entry tasks go on in [`Lifecycle::tasks`]).
+    pub async fn run(mut self) {
+        let shared = self.shared.clone();
+        let stop = shared.life.stop.clone();
+        while let Err(error) = shared.store.create_group().await {
+            warn!(destination = %shared.dest.name, %error, "cannot create consumer group; retrying");
+            if pause(&stop).await {
+                return;
+            }
+        }
+        tokio::spawn(refresh_loop(shared.clone()));
+        info!(route = %shared.labels.route, destination = %shared.dest.name, "delivering");
+
+        // This consumer's own pending entries first.
+        let mut cursor = "0".to_owned();
+        while let Some(count) = self.capacity().await {
+            match shared
+                .store
+                .read(&mut self.reader, &cursor, count, None)
+                .await
+            {
+                Ok(entries) if entries.is_empty() => break,
+                Ok(entries) => {
+                    cursor = entries.last().map(|e| e.id().to_owned()).unwrap_or(cursor);
+                    take(&shared, entries, true).await;
+                }
+                Err(error) => {
+                    warn!(destination = %shared.dest.name, %error, "cannot read pending entries");
+                    if pause(&stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+
+        let reclaim_every = shared.dest.visibility / 2;
+        let mut last_reclaim = Instant::now();
+        let mut reclaim_cursor = "0-0".to_owned();
+        while let Some(count) = self.capacity().await {
+            if last_reclaim.elapsed() >= reclaim_every {
+                match shared
+                    .store
+                    .autoclaim(shared.dest.visibility, &reclaim_cursor, count)
+                    .await
+                {
+                    Ok(reclaimed) => {
+                        if !reclaimed.entries.is_empty() {
+                            info!(
+                                destination = %shared.dest.name,
+                                count = reclaimed.entries.len(),
+                                "reclaimed idle entries"
+                            );
+                        }
+                        take(&shared, reclaimed.entries, true).await;
+                        reclaim_cursor = reclaimed.cursor;
+                        if reclaim_cursor == "0-0" {
+                            last_reclaim = Instant::now();
+                        }
+                    }
+                    Err(error) => {
+                        warn!(destination = %shared.dest.name, %error, "XAUTOCLAIM failed");
+                        last_reclaim = Instant::now();
+                    }
+                }
+                continue;
+            }
+            let read = shared
+                .store
+                .read(&mut self.reader, ">", count, Some(READ_BLOCK));
+            let entries = tokio::select! {
+                result = read => result,
+                () = stop.cancelled() => break,
+            };
+            match entries {
+                Ok(entries) => take(&shared, entries, false).await,
+                Err(error) if error.is_no_group() => {
+                    warn!(destination = %shared.dest.name, "consumer group vanished; creating it again");
+                    let _ = shared.store.create_group().await;
+                }
+                Err(error) => {
+                    warn!(destination = %shared.dest.name, %error, "cannot read new entries");
+                    if pause(&stop).await {
+                        break;
+                    }
+                }
+            }
+        }
+        debug!(destination = %shared.dest.name, "reading stopped");
+    }
+
+    /// Waits until the runner may take entries and returns how many (the
+    /// free in-flight slots), or `None` once stopping.
+    async fn capacity(&self) -> Option<usize> {
+        let shared = &self.shared;
+        let stop = &shared.life.stop;
+        loop {
+            if stop.is_cancelled() {
+                return None;
+            }
+            let notified = shared.waiting_changed.notified();
+            if shared.waiting.load(Ordering::SeqCst) >= shared.dest.max_waiting {
+                tokio::select! {
+                    () = notified => continue,
+                    () = stop.cancelled() => return None,
+                }
+            }
+            let permit = tokio::select! {
+                permit = shared.slots.acquire() => permit.ok()?,
+                () = stop.cancelled() => return None,
+            };
+            drop(permit);
+            return Some(shared.slots.available_permits().max(1));
+        }
+    }
+}
+
+/// Starts an entry task for each entry read. `lookup_retry`: the entries
+/// were pending already (own pending list or reclaimed), so their stored
+/// retry state is honoured.
+async fn take(shared: &Arc<Shared>, entries: Vec<ReadEntry>, lookup_retry: bool) {
+    let mut events = Vec::new();
+    let mut gone = Vec::new();
+    for entry in entries {
+        match entry {
+            ReadEntry::Event(entry) => {
+                if shared.held.lock().unwrap().insert(entry.id.clone()) {
+                    events.push(entry);
+                }
+            }
+            ReadEntry::Deleted(id) => gone.push(id),
+            ReadEntry::Malformed(id) => {
+                warn!(destination = %shared.dest.name, id, "malformed entry: dead-lettering it");
+                if let Err(error) = shared.store.dead_letter(&malformed_dead_letter(&id)).await {
+                    warn!(destination = %shared.dest.name, %error, "cannot dead-letter malformed entry");
+                } else {
+                    shared
+                        .metrics
+                        .dead_letters
+                        .get_or_create(&shared.labels)
+                        .inc();
+                }
+            }
+        }
+    }
+    if !gone.is_empty() {
+        let ids: Vec<&str> = gone.iter().map(String::as_str).collect();
+        if let Err(error) = shared.store.ack_all(&ids).await {
+            warn!(destination = %shared.dest.name, %error, "cannot acknowledge deleted entries");
+        }
+    }
+    let states = if lookup_retry && !events.is_empty() {
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        match shared.store.retry_states(&ids).await {
+            Ok(states) => states,
+            Err(error) => {
+                // Without the state the entry starts over: a few attempts
+                // more than maxAttempts at worst.
+                warn!(destination = %shared.dest.name, %error, "cannot read retry state");
+                vec![None; events.len()]
+            }
+        }
+    } else {
+        vec![None; events.len()]
+    };
+    for (entry, state) in events.into_iter().zip(states) {
+        let state = state.unwrap_or(RetryState {
+            attempts: 0,
+            due_unix_ms: 0,
+        });
+        let shared = shared.clone();
+        shared
+            .life
+            .tasks
+            .clone()
+            .spawn(deliver_entry(shared, entry, state));
+    }
+}
+
+/// Removes the entry from the held set when its task ends, however it ends.
+struct Held<'a> {
+    shared: &'a Shared,
+    id: String,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.shared.held.lock().unwrap().remove(&self.id);
+    }
+}
+
+/// Counts the entry as waiting for a retry while alive.
+struct Waiting<'a>(&'a Shared);
+
+impl<'a> Waiting<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.waiting.fetch_add(1, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.waiting_changed.notify_waiters();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Drives one entry to its end: attempts, retries (waiting in memory), then
+/// the acknowledgement or dead letter. Returns early, leaving the entry
+/// pending with its retry state, when the worker stops.
+async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState) {
+    let _held = Held {
+        shared: &shared,
+        id: entry.id.clone(),
+    };
+    let life = &shared.life;
+    let accepted_ms = entry_millis(&entry.id).unwrap_or_else(now_ms);
+    loop {
+        let wait = state.due_unix_ms.saturating_sub(now_ms());
+        if wait > 0 {
+            let _waiting = Waiting::new(&shared);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                () = life.stop.cancelled() => return,
+            }
+        }
+        let permit = tokio::select! {
+            biased;
+            permit = shared.slots.acquire() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = life.stop.cancelled() => return,
+        };
+        let in_flight = shared
+            .metrics
+            .in_flight
+            .get_or_create(&shared.labels)
+            .clone();
+        in_flight.inc();
+        let started = Instant::now();
+        let attempt = shared
+            .deliverer
+            .attempt(&entry.id, &entry.content_type, entry.body.clone());
+        let result = tokio::select! {
+            result = attempt => Some(result),
+            () = life.abort.cancelled() => None,
+        };
+        in_flight.dec();
+        drop(permit);
+        let Some(result) = result else {
+            return; // shutdown grace over: the entry stays pending
+        };
+        shared
+            .metrics
+            .duration
+            .get_or_create(&shared.labels)
+            .observe(started.elapsed().as_secs_f64());
+        state.attempts += 1;
+        let verdict = classify(&result);
+        let decision = decide(
+            verdict,
+            state.attempts,
+            &shared.dest.retry,
+            accepted_ms,
+            now_ms(),
+            fastrand::f64(),
+        );
+        let outcome = match decision {
+            Decision::Ack => Outcome::delivered,
+            Decision::RetryAt(_) => Outcome::retry,
+            Decision::DeadLetter(_) => Outcome::dead_letter,
+        };
+        shared
+            .metrics
+            .deliveries
+            .get_or_create(&OutcomeLabels {
+                route: shared.labels.route.clone(),
+                destination: shared.labels.destination.clone(),
+                outcome,
+            })
+            .inc();
+        let written: Result<(), StoreError> = match decision {
+            Decision::Ack => shared.store.ack(&entry.id).await,
+            Decision::DeadLetter(why) => {
+                shared
+                    .metrics
+                    .dead_letters
+                    .get_or_create(&shared.labels)
+                    .inc();
+                warn!(
+                    destination = %shared.dest.name,
+                    id = %entry.id,
+                    attempts = state.attempts,
+                    result = %result.describe(),
+                    "dead-lettering: {}",
+                    why.describe()
+                );
+                let letter = DeadLetter {
+                    entry_id: entry.id.clone(),
+                    event: StoredEvent {
+                        content_type: entry.content_type.clone(),
+                        body: entry.body.to_vec(),
+                    },
+                    last_status: result.status(),
+                    error: format!("{}: {}", why.describe(), result.describe()),
+                    attempts: state.attempts,
+                };
+                shared.store.dead_letter(&letter).await
+            }
+            Decision::RetryAt(due) => {
+                shared
+                    .metrics
+                    .retries_scheduled
+                    .get_or_create(&shared.labels)
+                    .inc();
+                debug!(
+                    destination = %shared.dest.name,
+                    id = %entry.id,
+                    attempts = state.attempts,
+                    result = %result.describe(),
+                    "retry scheduled"
+                );
+                state.due_unix_ms = due;
+                // If this write fails the in-memory timer still runs; only a
+                // restart would lose the wait (and retry early).
+                let written = shared.store.set_retry(&entry.id, state).await;
+                if let Err(error) = written {
+                    warn!(destination = %shared.dest.name, %error, "cannot store retry state");
+                }
+                if life.stop.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(error) = written {
+            // The entry stays pending; once idle past the visibility timeout
+            // it is reclaimed and attempted again (at least once).
+            warn!(destination = %shared.dest.name, id = %entry.id, %error, "cannot record the outcome");
+        }
+        return;
+    }
+}
+
+/// Every `visibility / 3`, resets the idle time of every held entry.
+async fn refresh_loop(shared: Arc<Shared>) {
+    let every = (shared.dest.visibility / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shared.life.done.cancelled() => return,
+        }
+        let ids: Vec<String> = shared.held.lock().unwrap().iter().cloned().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(error) = shared.store.refresh(&ids).await {
+            warn!(destination = %shared.dest.name, %error, "cannot refresh held entries");
+        }
+    }
+}
+
+/// Sleeps after an error; true when stopping.
+async fn pause(stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(REDIS_ERROR_PAUSE) => false,
+        () = stop.cancelled() => true,
+    }
+}
