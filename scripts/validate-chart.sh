@@ -144,6 +144,20 @@ if [[ ${#renders[@]} -gt 0 ]]; then
     fi
 fi
 
+# 3b. NOTES.txt renders with each values set (helm template skips it).
+for values in "${values_sets[@]}"; do
+    label=${values:-default values}
+    args=()
+    [[ -n $values ]] && args=(--values "$values")
+    if "$HELM" install "$RELEASE" "$CHART" --namespace "$NAMESPACE" --dry-run=client \
+        "${args[@]}" >"$work/notes.log" 2>&1 && grep -q 'kubectl get fanoutroutes' "$work/notes.log"; then
+        pass "NOTES.txt renders ($label)"
+    else
+        fail "NOTES.txt does not render ($label)"
+        sed 's/^/    /' "$work/notes.log" | tail -20
+    fi
+done
+
 # 4. The plain manifests in deploy/ are valid too.
 plain=()
 for f in deploy/*.yaml; do
