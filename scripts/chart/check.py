@@ -10,7 +10,8 @@ exits non-zero when anything failed):
   crd CRD FILE...         every FanoutRoute in FILE validated against the
                           openAPIV3Schema of CRD (the served version it
                           names), unknown fields refused as `kubectl apply`
-                          does with strict field validation.
+                          does with strict field validation, and the CRD's
+                          CEL rules (x-kubernetes-validations) evaluated.
   rbac EXPECTED RENDERED  the rules of the ClusterRole in EXPECTED equal
                           those of the ClusterRole in RENDERED.
 """
@@ -18,6 +19,7 @@ exits non-zero when anything failed):
 import copy
 import sys
 
+import celpy
 import jsonschema
 import kubernetes_validate
 import yaml
@@ -98,6 +100,45 @@ def strict_schema(schema):
     return schema
 
 
+def cel_errors(schema, data, path, env):
+    """Evaluates the x-kubernetes-validations rules of `schema` and of every
+    schema below it against the matching parts of `data`, as the API server
+    does. Returns (errors, skipped): messages of failed rules, and rules that
+    cannot be evaluated offline (transition rules, Kubernetes-only library
+    functions)."""
+    errors, skipped = [], []
+    if not isinstance(schema, dict):
+        return errors, skipped
+    for rule in schema.get("x-kubernetes-validations") or []:
+        expr = rule["rule"]
+        where = path or "(root)"
+        if "oldSelf" in expr:
+            skipped.append("%s: %s (transition rule)" % (where, expr))
+            continue
+        try:
+            program = env.program(env.compile(expr))
+            result = program.evaluate({"self": celpy.json_to_cel(data)})
+        except Exception as e:  # celpy raises several types for unknown functions
+            skipped.append("%s: %s (%s)" % (where, expr, type(e).__name__))
+            continue
+        if isinstance(result, Exception) or not bool(result):
+            errors.append("%s: %s (rule: %s)" % (where, rule.get("message", "failed"), expr))
+    if isinstance(data, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for key, value in data.items():
+            child = props.get(key, extra if isinstance(extra, dict) else None)
+            e, s = cel_errors(child, value, "%s.%s" % (path, key) if path else key, env)
+            errors += e
+            skipped += s
+    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(data):
+            e, s = cel_errors(schema["items"], value, "%s[%d]" % (path, i), env)
+            errors += e
+            skipped += s
+    return errors, skipped
+
+
 def check_crd(crd_path, paths):
     crds = [d for d in load(crd_path) if d.get("kind") == "CustomResourceDefinition"]
     if len(crds) != 1:
@@ -105,11 +146,9 @@ def check_crd(crd_path, paths):
         return 1
     spec = crds[0]["spec"]
     group, kind = spec["group"], spec["names"]["kind"]
-    schemas = {
-        "%s/%s" % (group, v["name"]): strict_schema(v["schema"]["openAPIV3Schema"])
-        for v in spec["versions"]
-        if v.get("served")
-    }
+    raw = {"%s/%s" % (group, v["name"]): v["schema"]["openAPIV3Schema"] for v in spec["versions"] if v.get("served")}
+    schemas = {version: strict_schema(schema) for version, schema in raw.items()}
+    env = celpy.Environment()
     failed = 0
     checked = 0
     for path in paths:
@@ -130,8 +169,16 @@ def check_crd(crd_path, paths):
                     where = ".".join(str(p) for p in e.path) or "(root)"
                     print("FAIL %s at %s: %s" % (what, where, e.message))
                 failed += 1
+                continue
+            rule_errors, rule_skipped = cel_errors(raw[obj["apiVersion"]], obj, "", env)
+            for message in rule_skipped:
+                print("SKIP %s CEL rule not evaluated offline at %s" % (what, message))
+            if rule_errors:
+                for message in rule_errors:
+                    print("FAIL %s CEL rule at %s" % (what, message))
+                failed += 1
             else:
-                print("PASS %s valid against the CRD's openAPIV3Schema" % what)
+                print("PASS %s valid against the CRD's openAPIV3Schema and CEL rules" % what)
     if checked == 0:
         print("FAIL no %s found in %s" % (kind, " ".join(paths)))
         failed += 1
