@@ -43,6 +43,10 @@ pub struct FanoutRouteSpec {
     /// group, retries and dead letters: a slow or failing destination never
     /// holds back another.
     #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(d, self.exists_one(e, e.name == d.name))",
+        "message": "destination names must be unique within the route"
+    }]))]
     pub destinations: Vec<Destination>,
 }
 
@@ -58,6 +62,10 @@ pub struct IngestSpec {
     /// Number of ingest pods. Default 1.
     #[serde(default = "defaults::replicas")]
     #[schemars(range(min = 1, max = 100))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self >= 1",
+        "message": "replicas must be at least 1"
+    }]))]
     pub replicas: i32,
     /// Require `Authorization: Bearer <token>` on every request, with the
     /// accepted tokens read from a Secret (one token per line). Without it
@@ -122,6 +130,10 @@ pub struct WorkersSpec {
     /// entries are shared between them. Default 1.
     #[serde(default = "defaults::replicas")]
     #[schemars(range(min = 1, max = 100))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self >= 1",
+        "message": "replicas must be at least 1"
+    }]))]
     pub replicas: i32,
 }
 
@@ -145,6 +157,10 @@ pub struct Destination {
     pub name: String,
     /// The http or https URL each event is POSTed to.
     #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^https?://')",
+        "message": "url must be an http:// or https:// URL"
+    }]))]
     pub url: String,
     /// How long one delivery attempt may take before it counts as failed and
     /// is retried. Default 10s.
