@@ -373,23 +373,24 @@ async fn a_waiting_retry_is_not_reclaimed_by_another_worker() {
     let first_at = got[0].at;
     let second = Worker::start(config(&redis.url(), &routes, dir.path(), "w2", short)).await;
 
+    // Before any reclaim could happen (idle < 5.4s) the first worker has
+    // already reset the entry's idle time (every 5.4s / 3 = 1.8s): without
+    // that it would be idle for 4.5s here.
+    tokio::time::sleep_until((first_at + Duration::from_millis(4500)).into()).await;
+    let held = pending_detail(&mut conn).await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].1, "w1");
+    assert!(
+        held[0].2 < 3000,
+        "idle {}ms: held entry not refreshed",
+        held[0].2
+    );
     // Past the visibility timeout and two reclaim rounds of the second
     // worker, the entry still belongs to the first.
     tokio::time::sleep_until((first_at + Duration::from_secs(7)).into()).await;
-    let owners: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(keys().events())
-        .arg("d:a")
-        .arg("-")
-        .arg("+")
-        .arg(10)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(owners.len(), 1);
-    assert_eq!(
-        owners[0].1, "w1",
-        "the waiting retry was reclaimed: {owners:?}"
-    );
+    let held = pending_detail(&mut conn).await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].1, "w1", "the waiting retry was reclaimed: {held:?}");
 
     wait_all_done(&mut conn, &["a"], LIMIT).await;
     let got = sink.received();
@@ -401,4 +402,19 @@ async fn a_waiting_retry_is_not_reclaimed_by_another_worker() {
     assert!(got[1].at - first_at >= Duration::from_secs(8));
     first.stop().await;
     second.stop().await;
+}
+
+/// XPENDING detail of destination `a`: (id, owner, idle ms, deliveries).
+async fn pending_detail(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> Vec<(String, String, u64, u64)> {
+    redis::cmd("XPENDING")
+        .arg(keys().events())
+        .arg("d:a")
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query_async(conn)
+        .await
+        .unwrap()
 }

@@ -47,7 +47,10 @@ async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStat
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(start.elapsed() < limit, "worker did not exit within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "worker did not exit within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -67,7 +70,12 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     let n = 60;
     let bodies: HashSet<Vec<u8>> = add_events(&mut conn, n).await.into_iter().collect();
 
-    let mut first = spawn_worker(&redis.url(), &routes, "first", &["--visibility-timeout", "1s"]);
+    let mut first = spawn_worker(
+        &redis.url(),
+        &routes,
+        "first",
+        &["--visibility-timeout", "1s"],
+    );
     sink.wait_until(LIMIT, |r| r.len() >= 10).await;
     first.kill().unwrap(); // SIGKILL: no chance to hand anything back
     first.wait().unwrap();
@@ -77,13 +85,22 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     // Another worker (another consumer name) reads what was never read and
     // reclaims what the dead one held once idle past the visibility timeout
     // (2 * 1s + 5s).
-    let mut second = spawn_worker(&redis.url(), &routes, "second", &["--visibility-timeout", "1s"]);
+    let mut second = spawn_worker(
+        &redis.url(),
+        &routes,
+        "second",
+        &["--visibility-timeout", "1s"],
+    );
     sink.wait_until(LIMIT, |r| {
         r.iter().map(|r| r.body.to_vec()).collect::<HashSet<_>>() == bodies
     })
     .await;
     wait_all_done(&mut conn, &["a"], LIMIT).await;
-    assert_eq!(distinct(&sink), bodies, "every event delivered at least once");
+    assert_eq!(
+        distinct(&sink),
+        bodies,
+        "every event delivered at least once"
+    );
     second.kill().unwrap();
     second.wait().unwrap();
 }
@@ -112,7 +129,10 @@ async fn sigterm_exits_zero_and_the_restart_finishes_its_own_pending_entries() {
     assert!(status.success());
     let exit = wait_exit(&mut worker, Duration::from_secs(10)).await;
     assert!(exit.success(), "exit status {exit}");
-    assert!(distinct(&sink).len() < n, "it stopped before delivering everything");
+    assert!(
+        distinct(&sink).len() < n,
+        "it stopped before delivering everything"
+    );
 
     // The restart uses the same consumer name, so it resumes its pending
     // entries at once rather than after the (60s) visibility timeout.
