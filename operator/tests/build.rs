@@ -29,12 +29,28 @@ fn built(fixture: &str) -> DesiredObjects {
 }
 
 fn pod(deployment: &Deployment) -> &PodSpec {
-    deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
 }
 
 fn hash_of(deployment: &Deployment) -> String {
-    deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()
-        [CONFIG_HASH_ANNOTATION]
+    deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[CONFIG_HASH_ANNOTATION]
         .clone()
 }
 
@@ -46,11 +62,36 @@ fn json(value: &impl serde::Serialize) -> serde_json::Value {
 fn every_object_is_named_labelled_and_owned_by_the_route() {
     let objects = built("full.yaml");
     let metas = [
-        ("ConfigMap", &objects.config_map.metadata, "orders-config", None),
-        ("Deployment", &objects.ingest.metadata, "orders-ingest", Some("ingest")),
-        ("Service", &objects.service.metadata, "orders-ingest", Some("ingest")),
-        ("Deployment", &objects.worker.metadata, "orders-worker", Some("worker")),
-        ("Ingress", &objects.ingress.as_ref().unwrap().metadata, "orders-ingest", Some("ingest")),
+        (
+            "ConfigMap",
+            &objects.config_map.metadata,
+            "orders-config",
+            None,
+        ),
+        (
+            "Deployment",
+            &objects.ingest.metadata,
+            "orders-ingest",
+            Some("ingest"),
+        ),
+        (
+            "Service",
+            &objects.service.metadata,
+            "orders-ingest",
+            Some("ingest"),
+        ),
+        (
+            "Deployment",
+            &objects.worker.metadata,
+            "orders-worker",
+            Some("worker"),
+        ),
+        (
+            "Ingress",
+            &objects.ingress.as_ref().unwrap().metadata,
+            "orders-ingest",
+            Some("ingest"),
+        ),
     ];
     for (kind, meta, name, component) in metas {
         assert_eq!(meta.name.as_deref(), Some(name), "{kind}");
@@ -59,7 +100,13 @@ fn every_object_is_named_labelled_and_owned_by_the_route() {
         assert_eq!(labels["app.kubernetes.io/name"], "fanout");
         assert_eq!(labels["app.kubernetes.io/instance"], "orders");
         assert_eq!(labels["app.kubernetes.io/managed-by"], "fanout-operator");
-        assert_eq!(labels.get("app.kubernetes.io/component").map(String::as_str), component, "{kind} {name}");
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/component")
+                .map(String::as_str),
+            component,
+            "{kind} {name}"
+        );
         let owners = meta.owner_references.as_ref().unwrap();
         assert_eq!(owners.len(), 1, "{kind} {name}");
         let owner = &owners[0];
@@ -67,7 +114,11 @@ fn every_object_is_named_labelled_and_owned_by_the_route() {
         assert_eq!(owner.kind, "FanoutRoute");
         assert_eq!(owner.name, "orders");
         assert_eq!(owner.uid, "6f1c1d2e-0000-4000-8000-000000000001");
-        assert_eq!(owner.controller, Some(true), "{kind} {name} must be controlled by the route");
+        assert_eq!(
+            owner.controller,
+            Some(true),
+            "{kind} {name} must be controlled by the route"
+        );
     }
 }
 
@@ -102,13 +153,28 @@ fn ingest_deployment_runs_fanout_ingest_with_probes_and_its_secret_mounted() {
     assert_eq!(c.command.as_ref().unwrap(), &["fanout-ingest"]);
     assert_eq!(
         c.args.as_ref().unwrap(),
-        &["--routes", "/etc/fanout/route.yaml", "--listen", "0.0.0.0:8080"]
+        &[
+            "--routes",
+            "/etc/fanout/route.yaml",
+            "--listen",
+            "0.0.0.0:8080"
+        ]
     );
     assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
     let env = json(c.env.as_ref().unwrap());
-    assert_eq!(env, serde_json::json!([{"name": "FANOUT_REDIS_URL", "value": "redis://redis.fanout-system.svc:6379"}]));
+    assert_eq!(
+        env,
+        serde_json::json!([{"name": "FANOUT_REDIS_URL", "value": "redis://redis.fanout-system.svc:6379"}])
+    );
     let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone().unwrap()
+        p.as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .clone()
+            .unwrap()
     };
     assert_eq!(probe_path(&c.liveness_probe), "/healthz");
     assert_eq!(probe_path(&c.readiness_probe), "/readyz");
@@ -140,7 +206,12 @@ fn worker_deployment_mounts_each_signing_secret_once_and_names_its_consumer() {
     assert_eq!(c.command.as_ref().unwrap(), &["fanout-worker"]);
     assert_eq!(
         c.args.as_ref().unwrap(),
-        &["--routes", "/etc/fanout/route.yaml", "--metrics-listen", "0.0.0.0:9090"]
+        &[
+            "--routes",
+            "/etc/fanout/route.yaml",
+            "--metrics-listen",
+            "0.0.0.0:9090"
+        ]
     );
     let env = json(c.env.as_ref().unwrap());
     assert_eq!(
@@ -165,10 +236,20 @@ fn worker_deployment_mounts_each_signing_secret_once_and_names_its_consumer() {
             "/var/run/fanout/secrets/billing-signing".to_owned(),
         ])
     );
-    assert!(!json(&pod.volumes).to_string().contains("orders-ingest-tokens"));
+    assert!(
+        !json(&pod.volumes)
+            .to_string()
+            .contains("orders-ingest-tokens")
+    );
     // Longest destination timeout (45s) plus a margin to drain on SIGTERM.
     assert_eq!(pod.termination_grace_period_seconds, Some(60));
-    let probe = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    let probe = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
     assert_eq!(json(&probe.port), serde_json::json!("metrics"));
 }
 
@@ -180,14 +261,20 @@ fn pods_run_as_non_root_with_a_read_only_root_filesystem() {
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
         assert_eq!(psc.run_as_user, Some(65532));
-        assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
         assert_eq!(pod.automount_service_account_token, Some(false));
         for c in &pod.containers {
             let sc = c.security_context.as_ref().unwrap();
             assert_eq!(sc.run_as_non_root, Some(true));
             assert_eq!(sc.read_only_root_filesystem, Some(true));
             assert_eq!(sc.allow_privilege_escalation, Some(false));
-            assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(), &["ALL"]);
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+                &["ALL"]
+            );
             assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
         }
     }
@@ -201,9 +288,24 @@ fn service_sends_port_80_to_the_ingest_pods() {
     assert_eq!(port.port, 80);
     assert_eq!(json(&port.target_port), serde_json::json!("http"));
     let selector = spec.selector.as_ref().unwrap();
-    let template_labels = objects.ingest.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    let template_labels = objects
+        .ingest
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
     for (key, value) in selector {
-        assert_eq!(template_labels.get(key), Some(value), "selector {key} must match the ingest pods");
+        assert_eq!(
+            template_labels.get(key),
+            Some(value),
+            "selector {key} must match the ingest pods"
+        );
     }
     assert_eq!(selector["app.kubernetes.io/component"], "ingest");
 }
@@ -252,20 +354,46 @@ fn config_hash_changes_when_and_only_when_the_spec_changes() {
         backlog: Some(12),
         ..Default::default()
     });
-    assert_eq!(build(&same, &config()).unwrap().config_hash, base.config_hash);
-    assert_eq!(build(&same, &config()).unwrap(), base, "the same spec builds the same objects");
+    assert_eq!(
+        build(&same, &config()).unwrap().config_hash,
+        base.config_hash
+    );
+    assert_eq!(
+        build(&same, &config()).unwrap(),
+        base,
+        "the same spec builds the same objects"
+    );
 
     // Any spec change does.
     let changes: Vec<(&str, Box<dyn Fn(&mut FanoutRoute)>)> = vec![
         ("path", Box::new(|r| r.spec.ingest.path = "/orders2".into())),
-        ("maxBatchEvents", Box::new(|r| r.spec.ingest.max_batch_events = 10)),
-        ("url", Box::new(|r| r.spec.destinations[0].url = "https://other.example.com/".into())),
-        ("header", Box::new(|r| {
-            r.spec.destinations[0].headers.insert("X-New".into(), "1".into());
-        })),
-        ("signing secret", Box::new(|r| {
-            r.spec.destinations[1].signing.as_mut().unwrap().secret_ref.name = "rotated".into();
-        })),
+        (
+            "maxBatchEvents",
+            Box::new(|r| r.spec.ingest.max_batch_events = 10),
+        ),
+        (
+            "url",
+            Box::new(|r| r.spec.destinations[0].url = "https://other.example.com/".into()),
+        ),
+        (
+            "header",
+            Box::new(|r| {
+                r.spec.destinations[0]
+                    .headers
+                    .insert("X-New".into(), "1".into());
+            }),
+        ),
+        (
+            "signing secret",
+            Box::new(|r| {
+                r.spec.destinations[1]
+                    .signing
+                    .as_mut()
+                    .unwrap()
+                    .secret_ref
+                    .name = "rotated".into();
+            }),
+        ),
         ("auth secret", Box::new(|r| r.spec.ingest.auth = None)),
     ];
     let mut seen = BTreeSet::from([base.config_hash.clone()]);
@@ -273,7 +401,10 @@ fn config_hash_changes_when_and_only_when_the_spec_changes() {
         let mut r = route("full.yaml");
         change(&mut r);
         let hash = build(&r, &config()).unwrap().config_hash;
-        assert!(seen.insert(hash), "changing {what} must change the config hash");
+        assert!(
+            seen.insert(hash),
+            "changing {what} must change the config hash"
+        );
     }
 }
 
@@ -296,6 +427,12 @@ fn redis_url_can_come_from_a_secret_instead_of_a_value() {
 fn a_route_without_uid_cannot_be_owned() {
     let mut r = route("minimal.yaml");
     r.metadata.uid = None;
-    assert!(matches!(build(&r, &config()), Err(desired::BuildError::NoUid)));
-    assert_eq!(desired::ingest_url(&r), "http://orders-ingest.shop.svc/orders");
+    assert!(matches!(
+        build(&r, &config()),
+        Err(desired::BuildError::NoUid)
+    ));
+    assert_eq!(
+        desired::ingest_url(&r),
+        "http://orders-ingest.shop.svc/orders"
+    );
 }

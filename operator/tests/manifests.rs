@@ -40,7 +40,10 @@ fn deploy_rbac_yaml_is_the_output_of_fanout_operator_rbac() {
 #[test]
 fn cluster_role_grants_exactly_the_required_rules() {
     let docs = documents(&deploy("rbac.yaml"));
-    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").expect("a ClusterRole");
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
     let mut granted = BTreeSet::new();
     for rule in role["rules"].as_array().unwrap() {
         for group in rule["apiGroups"].as_array().unwrap() {
@@ -53,9 +56,18 @@ fn cluster_role_grants_exactly_the_required_rules() {
         }
     }
     assert_eq!(granted, rbac::permission_set());
-    assert!(!granted.iter().any(|(_, _, verb)| verb == "*"), "no wildcards");
-    assert!(!granted.iter().any(|(_, resource, _)| resource == "secrets"), "the operator never reads secrets");
-    let binding = docs.iter().find(|d| d["kind"] == "ClusterRoleBinding").unwrap();
+    assert!(
+        !granted.iter().any(|(_, _, verb)| verb == "*"),
+        "no wildcards"
+    );
+    assert!(
+        !granted.iter().any(|(_, resource, _)| resource == "secrets"),
+        "the operator never reads secrets"
+    );
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .unwrap();
     assert_eq!(binding["subjects"][0]["name"], "fanout-operator");
     assert_eq!(binding["subjects"][0]["namespace"], "fanout-system");
     // `fanout-operator rbac --rules` prints the same rules, for the chart.
@@ -80,11 +92,17 @@ fn find_rules(value: &Value, out: &mut Vec<String>) {
 fn crd_has_printer_columns_short_name_status_and_cel_rules() {
     let crd: Value = serde_yaml::from_str(&crd::crd_yaml().unwrap()).unwrap();
     assert_eq!(crd["metadata"]["name"], "fanoutroutes.fanout.dev");
-    assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["fr"]));
+    assert_eq!(
+        crd["spec"]["names"]["shortNames"],
+        serde_json::json!(["fr"])
+    );
     assert_eq!(crd["spec"]["scope"], "Namespaced");
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
-    assert!(version["subresources"]["status"].is_object(), "status subresource");
+    assert!(
+        version["subresources"]["status"].is_object(),
+        "status subresource"
+    );
     let columns: Vec<&str> = version["additionalPrinterColumns"]
         .as_array()
         .unwrap()
@@ -92,14 +110,23 @@ fn crd_has_printer_columns_short_name_status_and_cel_rules() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     for wanted in ["Ready", "Path", "Destinations", "Backlog", "Age"] {
-        assert!(columns.contains(&wanted), "printer column {wanted} in {columns:?}");
+        assert!(
+            columns.contains(&wanted),
+            "printer column {wanted} in {columns:?}"
+        );
     }
     let schema = &version["schema"]["openAPIV3Schema"];
     let spec = &schema["properties"]["spec"]["properties"];
     let destinations = &spec["destinations"];
-    assert_eq!(destinations["maxItems"], 32, "lists are bounded for the CEL cost limit");
+    assert_eq!(
+        destinations["maxItems"], 32,
+        "lists are bounded for the CEL cost limit"
+    );
     assert_eq!(destinations["items"]["properties"]["name"]["maxLength"], 63);
-    assert_eq!(destinations["items"]["properties"]["url"]["maxLength"], 2048);
+    assert_eq!(
+        destinations["items"]["properties"]["url"]["maxLength"],
+        2048
+    );
     assert_eq!(spec["ingest"]["properties"]["replicas"]["minimum"], 1.0);
     let mut rules = Vec::new();
     find_rules(schema, &mut rules);
@@ -108,10 +135,18 @@ fn crd_has_printer_columns_short_name_status_and_cel_rules() {
         "self.matches('^https?://')",
         "self >= 1",
     ] {
-        assert!(rules.iter().any(|r| r == wanted), "CEL rule {wanted} in {rules:?}");
+        assert!(
+            rules.iter().any(|r| r == wanted),
+            "CEL rule {wanted} in {rules:?}"
+        );
     }
     // Field descriptions are there for `kubectl explain`.
-    assert!(spec["ingest"]["properties"]["path"]["description"].as_str().unwrap().contains("/v1/event"));
+    assert!(
+        spec["ingest"]["properties"]["path"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/event")
+    );
 }
 
 #[test]
@@ -119,7 +154,10 @@ fn the_example_route_is_a_valid_route() {
     let routes = fanout_api::parse_routes(&deploy("examples/route.yaml")).unwrap();
     assert_eq!(routes.len(), 1);
     let route = &routes[0];
-    assert_eq!((route.namespace_or_default(), route.name()), ("shop", "orders"));
+    assert_eq!(
+        (route.namespace_or_default(), route.name()),
+        ("shop", "orders")
+    );
     assert!(route.spec.ingest.ingress.is_some());
 }
 
@@ -138,8 +176,16 @@ fn operator_deployment_uses_the_rbac_service_account_and_passes_the_data_plane_s
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    for wanted in ["FANOUT_IMAGE", "FANOUT_REDIS_URL", "POD_NAME", "POD_NAMESPACE"] {
+    for wanted in [
+        "FANOUT_IMAGE",
+        "FANOUT_REDIS_URL",
+        "POD_NAME",
+        "POD_NAMESPACE",
+    ] {
         assert!(env.contains(&wanted), "{wanted} in {env:?}");
     }
-    assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
 }
