@@ -351,13 +351,16 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
             }
         }
         let permit = tokio::select! {
-            biased;
             permit = shared.slots.acquire() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
             () = life.stop.cancelled() => return,
         };
+        if life.stop.is_cancelled() {
+            // No attempt starts after SIGTERM; the entry stays pending.
+            return;
+        }
         let in_flight = shared
             .metrics
             .in_flight

@@ -253,7 +253,7 @@ mod tests {
             first_pending: None,
             last_delivered: id("7-3"),
         };
-        assert_eq!(trim_point(&[done.clone()]), Some(id("10-1")));
+        assert_eq!(trim_point(std::slice::from_ref(&done)), Some(id("10-1")));
         assert_eq!(trim_point(&[done.clone(), busy]), Some(id("4-0")));
         assert_eq!(trim_point(&[done, behind]), Some(id("7-4")));
         assert_eq!(trim_point(&[]), None);
