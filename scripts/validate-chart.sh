@@ -31,6 +31,8 @@ CRD_COPY=$CHART/crds/fanoutroutes.fanout.dev.yaml
 RBAC_SOURCE=deploy/rbac.yaml
 DEFAULT_RENDER=deploy/chart-default.yaml
 INVALID_VALUES_DIR=scripts/chart/invalid-values
+INVALID_ROUTES_DIR=scripts/chart/invalid-routes
+INVALID_MANIFESTS_DIR=scripts/chart/invalid-manifests
 EXAMPLE_ROUTES=(deploy/examples/*.yaml examples/routes.yaml)
 
 update=false
@@ -195,6 +197,30 @@ elif check_py crd "$CRD_SOURCE" "${examples[@]}" >"$work/crd.log"; then
 else
     fail "example routes invalid against the CRD schema:"
     grep '^FAIL' "$work/crd.log" | sed 's/^/    /'
+fi
+
+# 5b. The checks of 4 and 5 do refuse what they must: each file in
+#     invalid-manifests/ and invalid-routes/ fails with its "# expect:" message.
+expect_refused() { # expect_refused KIND FILE CHECK-ARGS...
+    local kind=$1 f=$2 expect
+    shift 2
+    expect=$(sed -n 's/^# expect: //p' "$f")
+    if check_py "$@" "$f" >"$work/neg.log" 2>&1; then
+        fail "$kind check accepted $f"
+    elif ! grep -qF -- "$expect" "$work/neg.log"; then
+        fail "$kind check refused $f, but without the message \"$expect\":"
+        sed 's/^/    /' "$work/neg.log"
+    else
+        pass "$kind check refuses $f: $expect"
+    fi
+}
+for f in "$INVALID_MANIFESTS_DIR"/*.yaml; do
+    expect_refused "Kubernetes schema" "$f" k8s "$K8S_MIN_VERSION"
+done
+if [[ -f $CRD_SOURCE ]]; then
+    for f in "$INVALID_ROUTES_DIR"/*.yaml; do
+        expect_refused "FanoutRoute" "$f" crd "$CRD_SOURCE"
+    done
 fi
 
 # 6. Values that break the schema (or the chart's own rules) are refused,
