@@ -17,6 +17,7 @@ exits non-zero when anything failed):
 """
 
 import copy
+import difflib
 import sys
 
 import celpy
@@ -198,9 +199,16 @@ def check_rbac(expected_path, rendered_path):
     if expected == rendered:
         print("PASS chart ClusterRole rules equal %s (%d rules)" % (expected_path, len(expected)))
         return 0
-    print("FAIL chart ClusterRole rules differ from %s" % expected_path)
-    print("  expected:\n" + yaml.safe_dump(expected, sort_keys=False).rstrip().replace("\n", "\n    "))
-    print("  chart:\n" + yaml.safe_dump(rendered, sort_keys=False).rstrip().replace("\n", "\n    "))
+    print("FAIL chart ClusterRole rules differ from %s:" % expected_path)
+    diff = difflib.unified_diff(
+        yaml.safe_dump(expected, sort_keys=False).splitlines(),
+        yaml.safe_dump(rendered, sort_keys=False).splitlines(),
+        expected_path,
+        "chart",
+        lineterm="",
+    )
+    for line in diff:
+        print("    " + line)
     return 1
 
 
