@@ -338,6 +338,9 @@ fn ingress_exists_only_when_asked_and_routes_the_path_to_the_service() {
     assert_eq!(spec.ingress_class_name.as_deref(), Some("traefik"));
 }
 
+/// One edit of a route.
+type Change = Box<dyn Fn(&mut FanoutRoute)>;
+
 #[test]
 fn config_hash_changes_when_and_only_when_the_spec_changes() {
     let base = built("full.yaml");
@@ -365,7 +368,7 @@ fn config_hash_changes_when_and_only_when_the_spec_changes() {
     );
 
     // Any spec change does.
-    let changes: Vec<(&str, Box<dyn Fn(&mut FanoutRoute)>)> = vec![
+    let changes: Vec<(&str, Change)> = vec![
         ("path", Box::new(|r| r.spec.ingest.path = "/orders2".into())),
         (
             "maxBatchEvents",

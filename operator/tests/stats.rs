@@ -1,0 +1,158 @@
+//! The backlog reader against a real redis-server, with consumer groups set
+//! up the way the workers use them (keys from `fanout_api::keys`).
+
+use std::time::Duration;
+
+use fanout_api::{RouteKeys, keys::group_name, route::DestinationStatus};
+use fanout_operator::stats::RedisStats;
+use fanout_testkit::RedisServer;
+use redis::aio::MultiplexedConnection;
+
+async fn connect(redis: &RedisServer) -> MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn add(con: &mut MultiplexedConnection, key: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let id: String = redis::cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("n")
+            .arg(i)
+            .query_async(con)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+async fn create_group(con: &mut MultiplexedConnection, stream: &str, destination: &str) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group_name(destination))
+        .arg("0")
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
+async fn read_group(
+    con: &mut MultiplexedConnection,
+    stream: &str,
+    destination: &str,
+    count: usize,
+) -> Vec<String> {
+    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group_name(destination))
+        .arg("c1")
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(con)
+        .await
+        .unwrap();
+    reply.keys[0].ids.iter().map(|e| e.id.clone()).collect()
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn expected(name: &str, backlog: i64, dead_letters: i64) -> DestinationStatus {
+    DestinationStatus {
+        name: name.into(),
+        backlog,
+        dead_letters,
+    }
+}
+
+#[tokio::test]
+async fn backlog_is_unread_plus_pending_per_group_and_dead_letters_are_counted() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let keys = RouteKeys::new("shop", "orders");
+    let events = keys.events();
+    add(&mut con, &events, 10).await;
+    create_group(&mut con, &events, "fast").await;
+    create_group(&mut con, &events, "slow").await;
+    // fast: read all 10, acknowledged 8 -> 2 pending, 0 unread.
+    let read = read_group(&mut con, &events, "fast", 10).await;
+    let _: i64 = redis::cmd("XACK")
+        .arg(&events)
+        .arg(group_name("fast"))
+        .arg(&read[..8])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // slow: read 3, none acknowledged -> 3 pending, 7 unread.
+    read_group(&mut con, &events, "slow", 3).await;
+    add(&mut con, &keys.dead_letters("slow"), 4).await;
+
+    let stats = RedisStats::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let read = stats
+        .read("shop", "orders", &names(&["fast", "slow", "new"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read,
+        vec![
+            expected("fast", 2, 0),
+            expected("slow", 10, 4),
+            // No group yet (no worker started): every entry is waiting.
+            expected("new", 10, 0),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn backlog_is_counted_when_deletions_hide_the_lag() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let keys = RouteKeys::new("shop", "orders");
+    let events = keys.events();
+    let ids = add(&mut con, &events, 10).await;
+    create_group(&mut con, &events, "a").await;
+    read_group(&mut con, &events, "a", 3).await;
+    // Delete an unread entry: Redis can no longer tell the lag by itself.
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&events)
+        .arg(&ids[6])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let stats = RedisStats::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let read = stats.read("shop", "orders", &names(&["a"])).await.unwrap();
+    assert_eq!(read, vec![expected("a", 3 + 6, 0)]);
+}
+
+#[tokio::test]
+async fn a_route_with_no_events_yet_has_no_backlog() {
+    let redis = RedisServer::start();
+    let stats = RedisStats::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let read = stats
+        .read("shop", "orders", &names(&["a", "b"]))
+        .await
+        .unwrap();
+    assert_eq!(read, vec![expected("a", 0, 0), expected("b", 0, 0)]);
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_an_error_not_a_hang() {
+    let url = RedisServer::start().url(); // stopped when dropped
+    let stats = RedisStats::new(&url, Duration::from_secs(2)).unwrap();
+    let error = stats
+        .read("shop", "orders", &names(&["a"]))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().starts_with("redis"), "{error}");
+}
