@@ -72,6 +72,17 @@ async fn every_destination_receives_the_event_intact() {
     assert_eq!(a.received()[0].header("x-source"), None);
 
     wait_all_done(&mut conn, &["a", "b"], LIMIT).await;
+    let base = format!("http://{}", worker.metrics_addr);
+    assert!(
+        http_get(&format!("{base}/healthz"))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        http_get(&format!("{base}/readyz"))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     assert_eq!(a.received().len(), 1);
     assert_eq!(b.received().len(), 1);
     worker.stop().await;
@@ -417,4 +428,51 @@ async fn pending_detail(
         .query_async(conn)
         .await
         .unwrap()
+}
+
+#[tokio::test]
+async fn a_restart_honours_the_stored_retry_state() {
+    let redis = RedisServer::start();
+    let sink = Sink::scripted(|_, _| Answer::status(503).header("Retry-After", "2")).await;
+    let routes = routes_yaml(&[format!(
+        "{{name: a, url: \"{}\", timeout: 1s, retry: {{maxAttempts: 2, initialBackoff: 50ms, maxBackoff: 200ms}}}}",
+        sink.url("/")
+    )]);
+    let dir = no_secrets();
+    let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
+    let mut conn = common::redis(&redis.url()).await;
+    add_event(&mut conn, "application/json", b"{}").await;
+    let retries = keys().retries("a");
+    wait_for(LIMIT, "retry state stored", || {
+        let mut conn = conn.clone();
+        let retries = retries.clone();
+        async move { hlen(&mut conn, &retries).await == 1 }
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(
+        pending(&mut conn, "a").await,
+        1,
+        "the waiting entry stays pending"
+    );
+
+    // Same consumer name: it resumes its own pending entry, waits until the
+    // stored due time and counts on from the stored attempts.
+    let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
+    let dead = keys().dead_letters("a");
+    wait_for(LIMIT, "a dead letter", || {
+        let mut conn = conn.clone();
+        let dead = dead.clone();
+        async move { xlen(&mut conn, &dead).await == 1 }
+    })
+    .await;
+    let got = sink.received();
+    assert_eq!(got.len(), 2);
+    assert!(
+        got[1].at - got[0].at >= Duration::from_secs(2),
+        "retry came early"
+    );
+    assert_eq!(entries(&mut conn, &dead).await[0].1["attempts"], "2");
+    wait_all_done(&mut conn, &["a"], LIMIT).await;
+    worker.stop().await;
 }
