@@ -23,6 +23,7 @@ use crate::{duration::HumanDuration, secrets::SecretKeyRef};
     kind = "FanoutRoute",
     plural = "fanoutroutes",
     shortname = "fr",
+    doc = "A FanoutRoute: an HTTP ingest endpoint whose events are stored once in Redis and delivered to every destination, each destination retried independently. The fanout operator runs its ingest and worker pods.",
     namespaced,
     status = "FanoutRouteStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
