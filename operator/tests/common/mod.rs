@@ -100,6 +100,15 @@ impl ApiServer {
         }
     }
 
+    /// The next request as it came, unchecked (for requests whose order is
+    /// not fixed).
+    pub async fn next_raw(&mut self) -> (Request<Body>, SendResponse<Response<Body>>) {
+        tokio::time::timeout(Duration::from_secs(10), self.handle.next_request())
+            .await
+            .expect("no request came")
+            .expect("the client is gone")
+    }
+
     /// Asserts the operator made no further request: every client clone
     /// must be dropped first, so this returns at once.
     pub async fn assert_done(mut self) {
@@ -114,7 +123,7 @@ impl ApiServer {
 }
 
 /// (group, resource, verbs) of a request, from its path.
-fn check_rbac(method: &Method, uri: &str) {
+pub fn check_rbac(method: &Method, uri: &str) {
     let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (group, rest) = match parts.as_slice() {
