@@ -412,11 +412,6 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
         let written: Result<(), StoreError> = match decision {
             Decision::Ack => shared.store.ack(&entry.id).await,
             Decision::DeadLetter(why) => {
-                shared
-                    .metrics
-                    .dead_letters
-                    .get_or_create(&shared.labels)
-                    .inc();
                 warn!(
                     destination = %shared.dest.name,
                     id = %entry.id,
@@ -435,7 +430,15 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
                     error: format!("{}: {}", why.describe(), result.describe()),
                     attempts: state.attempts,
                 };
-                shared.store.dead_letter(&letter).await
+                let written = shared.store.dead_letter(&letter).await;
+                if written.is_ok() {
+                    shared
+                        .metrics
+                        .dead_letters
+                        .get_or_create(&shared.labels)
+                        .inc();
+                }
+                written
             }
             Decision::RetryAt(due) => {
                 shared
