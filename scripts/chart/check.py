@@ -14,6 +14,7 @@ exits non-zero when anything failed):
                           CEL rules (x-kubernetes-validations) evaluated.
   rbac EXPECTED RENDERED  the rules of the ClusterRole in EXPECTED equal
                           those of the ClusterRole in RENDERED.
+  same A B                A and B hold the same objects (parsed, in order).
 """
 
 import copy
@@ -212,6 +213,24 @@ def check_rbac(expected_path, rendered_path):
     return 1
 
 
+def check_same(a_path, b_path):
+    a, b = load(a_path), load(b_path)
+    if a == b:
+        print("PASS %s and %s hold the same %d objects" % (a_path, b_path, len(a)))
+        return 0
+    print("FAIL %s and %s differ:" % (a_path, b_path))
+    diff = difflib.unified_diff(
+        yaml.safe_dump_all(a, sort_keys=True).splitlines(),
+        yaml.safe_dump_all(b, sort_keys=True).splitlines(),
+        a_path,
+        b_path,
+        lineterm="",
+    )
+    for line in list(diff)[:60]:
+        print("    " + line)
+    return 1
+
+
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
@@ -222,6 +241,8 @@ def main(argv):
         failed = check_crd(args[0], args[1:])
     elif cmd == "rbac" and len(args) == 2:
         failed = check_rbac(args[0], args[1])
+    elif cmd == "same" and len(args) == 2:
+        failed = check_same(args[0], args[1])
     else:
         raise SystemExit(__doc__)
     return 1 if failed else 0
