@@ -20,7 +20,7 @@ use crate::desired::{DesiredObjects, MANAGER, names};
 
 /// A request to the API server failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {kind} {namespace}/{name}: {source}")]
+#[error("{action} {kind} {namespace}/{name}: {error}")]
 pub struct ApplyError {
     /// `apply`, `get` or `delete`.
     pub action: &'static str,
@@ -30,9 +30,9 @@ pub struct ApplyError {
     pub namespace: String,
     /// Name of the object.
     pub name: String,
-    /// What the API server or the connection said.
-    #[source]
-    pub source: kube::Error,
+    /// What the API server or the connection said (in the message, so logs
+    /// and Events show it).
+    pub error: kube::Error,
 }
 
 /// The Deployments as the API server returned them, status included.
@@ -86,7 +86,7 @@ where
         kind,
         namespace: namespace.to_owned(),
         name,
-        source,
+        error: source,
     })
 }
 
@@ -103,7 +103,7 @@ pub async fn remove_stale_ingress(
         kind: "Ingress",
         namespace: namespace.to_owned(),
         name: name.clone(),
-        source,
+        error: source,
     };
     let api: Api<Ingress> = Api::namespaced(client.clone(), namespace);
     let Some(ingress) = api.get_opt(&name).await.map_err(|e| error("get", e))? else {

@@ -35,7 +35,7 @@ pub enum StartupError {
     )]
     CrdMissing,
     /// Listing routes failed otherwise (no access, no connection).
-    #[error("cannot list FanoutRoutes: {0}")]
+    #[error("cannot list FanoutRoutes")]
     List(#[source] kube::Error),
 }
 

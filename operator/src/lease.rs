@@ -26,12 +26,11 @@ use crate::{config::LeaseConfig, metrics::Metrics};
 
 /// A Lease request failed (other than losing a race, which is not an error).
 #[derive(Debug, thiserror::Error)]
-#[error("lease {namespace}/{name}: {source}")]
+#[error("lease {namespace}/{name}: {error}")]
 pub struct LeaseError {
     namespace: String,
     name: String,
-    #[source]
-    source: kube::Error,
+    error: kube::Error,
 }
 
 /// The last Lease record seen, and when (on this replica's clock).
@@ -66,11 +65,11 @@ impl LeaseElector {
         }
     }
 
-    fn error(&self, source: kube::Error) -> LeaseError {
+    fn error(&self, error: kube::Error) -> LeaseError {
         LeaseError {
             namespace: self.namespace.clone(),
             name: self.config.name.clone(),
-            source,
+            error,
         }
     }
 

@@ -38,16 +38,16 @@ pub enum RunError {
     Config(#[from] config::ConfigError),
     /// No Kubernetes client could be built (no kubeconfig, no in-cluster
     /// environment).
-    #[error("cannot connect to Kubernetes: {0}")]
+    #[error("cannot connect to Kubernetes (no kubeconfig found and not running in a cluster?)")]
     Client(#[source] kube::Error),
     /// The startup check failed.
     #[error(transparent)]
     Startup(#[from] controller::StartupError),
     /// The Redis URL is unusable.
-    #[error("redis url: {0}")]
+    #[error("unusable --redis-url (FANOUT_REDIS_URL)")]
     Redis(#[from] stats::StatsError),
     /// The health endpoint could not listen.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: std::net::SocketAddr,

@@ -114,7 +114,7 @@ fn yaml_rules() -> Vec<YamlRule> {
 
 /// Why the RBAC manifests could not be rendered.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot render the RBAC manifests as YAML: {0}")]
+#[error("cannot render the RBAC manifests as YAML")]
 pub struct RbacError(#[from] serde_yaml::Error);
 
 /// The ClusterRole `rules:` list alone, as YAML (for comparing a Helm chart's

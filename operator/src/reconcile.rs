@@ -110,15 +110,14 @@ pub enum ReconcileError {
     #[error(transparent)]
     Apply(#[from] ApplyError),
     /// Writing the status failed.
-    #[error("patch status of FanoutRoute {namespace}/{name}: {source}")]
+    #[error("patch status of FanoutRoute {namespace}/{name}: {error}")]
     Status {
         /// Namespace of the route.
         namespace: String,
         /// Name of the route.
         name: String,
         /// What the API server said.
-        #[source]
-        source: kube::Error,
+        error: kube::Error,
     },
 }
 
@@ -306,7 +305,7 @@ async fn patch_status(
     .map_err(|source| ReconcileError::Status {
         namespace: namespace.to_owned(),
         name: route.name().to_owned(),
-        source,
+        error: source,
     })?;
     Ok(())
 }
