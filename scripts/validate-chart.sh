@@ -268,6 +268,55 @@ else
     diff -u "$DEFAULT_RENDER" "$work/chart-default.yaml" | head -40 | sed 's/^/    /' || true
 fi
 
+# 8b. The redis.conf the chart renders is accepted by a real redis-server, and
+#     the durability settings are in force (port and dir overridden: a unix
+#     socket in a temporary directory).
+for values in "${values_sets[@]}"; do
+    label=${values:-default values}
+    name=$(basename "${values:-default}" .yaml)
+    [[ -f $work/render-$name.yaml ]] || continue
+    if ! command -v redis-server >/dev/null 2>&1; then
+        echo "SKIP redis.conf ($label): redis-server is not installed (scripts/test.sh installs it)"
+        continue
+    fi
+    conf=$work/redis-$name.conf
+    PYTHONPATH=$PY_DIR python3 -c '
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "ConfigMap" and "redis.conf" in d.get("data", {}):
+        sys.stdout.write(d["data"]["redis.conf"])
+' "$work/render-$name.yaml" >"$conf"
+    [[ -s $conf ]] || continue # external Redis: no bundled config
+    dir=$work/redis-$name
+    mkdir -p "$dir"
+    sock=$dir/redis.sock
+    # `dir` is applied while the file is read, so it is replaced in a copy.
+    sed "s|^dir .*|dir $dir|" "$conf" >"$dir/redis.conf"
+    redis-server "$dir/redis.conf" --port 0 --unixsocket "$sock" --daemonize no >"$dir/log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 50); do
+        [[ -S $sock ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    want_fsync=$(sed -n 's/^appendfsync //p' "$conf")
+    want_policy=$(sed -n 's/^maxmemory-policy //p' "$conf")
+    got=""
+    for key in appendonly appendfsync maxmemory-policy; do
+        got+=$( (redis-cli -s "$sock" config get "$key" 2>/dev/null || true) | tail -1),
+    done
+    got=${got%,}
+    redis-cli -s "$sock" shutdown nosave >/dev/null 2>&1 || true
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    if [[ $got == "yes,$want_fsync,$want_policy" ]]; then
+        pass "redis-server accepts the rendered redis.conf ($label): appendonly yes, appendfsync $want_fsync, maxmemory-policy $want_policy"
+    else
+        fail "redis-server refused or ignored the rendered redis.conf ($label): got appendonly,appendfsync,policy = $got"
+        sed 's/^/    /' "$dir/log" | tail -10
+    fi
+done
+
 # 9. Helm 3 compatibility: lint, the same objects as Helm 4 for every values
 #    set, and the invalid values refused too (Helm 3 words its messages
 #    differently, so only the refusal is checked).
