@@ -163,9 +163,10 @@ fn the_example_route_is_a_valid_route() {
 
 #[test]
 fn operator_deployment_uses_the_rbac_service_account_and_passes_the_data_plane_settings() {
-    let docs = documents(&deploy("operator.yaml"));
-    let namespace = docs.iter().find(|d| d["kind"] == "Namespace").unwrap();
+    let namespace = &documents(&deploy("namespace.yaml"))[0];
+    assert_eq!(namespace["kind"], "Namespace");
     assert_eq!(namespace["metadata"]["name"], rbac::NAMESPACE);
+    let docs = documents(&deploy("operator.yaml"));
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     assert_eq!(deployment["metadata"]["namespace"], rbac::NAMESPACE);
     let pod = &deployment["spec"]["template"]["spec"];
