@@ -67,8 +67,9 @@ def check_k8s(version, paths):
 
 
 def strict_schema(schema):
-    """A copy of a structural schema where objects with listed properties
-    refuse other fields, unless the schema preserves unknown fields.
+    """A copy of a structural schema, as JSON Schema, where objects with
+    listed properties refuse other fields, unless the schema preserves
+    unknown fields.
     Kubernetes prunes (or, with strict field validation, refuses) unknown
     fields; plain JSON Schema would accept them silently."""
     schema = copy.deepcopy(schema)
@@ -76,6 +77,9 @@ def strict_schema(schema):
     def walk(node):
         if not isinstance(node, dict):
             return
+        # OpenAPI's `nullable: true` is JSON Schema's type list with "null".
+        if node.get("nullable") and isinstance(node.get("type"), str):
+            node["type"] = [node["type"], "null"]
         if (
             node.get("type") == "object"
             and "properties" in node
