@@ -8,6 +8,7 @@
 //! [`delivery`] makes one HTTP attempt, [`signing`] signs it, [`store`] holds
 //! every Redis command. `docs/delivery.md` describes the semantics.
 
+pub mod acker;
 pub mod backoff;
 pub mod classify;
 pub mod config;

@@ -32,12 +32,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
 use crate::{
+    acker::Acker,
     backoff::{Decision, decide, entry_millis},
     classify::classify,
     config::DestinationConfig,
     delivery::Deliverer,
     metrics::{DestinationLabels, Metrics, Outcome, OutcomeLabels},
-    store::{DestinationStore, Entry, ReadEntry, StoreError, malformed_dead_letter},
+    store::{DestinationStore, Entry, ReadEntry, malformed_dead_letter},
 };
 
 /// How long one XREADGROUP waits for new entries.
@@ -63,6 +64,7 @@ struct Shared {
     dest: DestinationConfig,
     labels: DestinationLabels,
     store: DestinationStore,
+    acker: Acker,
     deliverer: Deliverer,
     metrics: Arc<Metrics>,
     life: Lifecycle,
@@ -103,6 +105,7 @@ impl Runner {
             shared: Arc::new(Shared {
                 dest,
                 labels,
+                acker: Acker::spawn(store.clone()),
                 store,
                 deliverer,
                 metrics,
@@ -208,7 +211,8 @@ impl Runner {
     }
 
     /// Waits until the runner may take entries and returns how many (the
-    /// free in-flight slots), or `None` once stopping.
+    /// free in-flight slots, at least a quarter of `maxInFlight`), or `None`
+    /// once stopping.
     async fn capacity(&self) -> Option<usize> {
         let shared = &self.shared;
         let stop = &shared.life.stop;
@@ -223,12 +227,15 @@ impl Runner {
                     () = stop.cancelled() => return None,
                 }
             }
-            let permit = tokio::select! {
-                permit = shared.slots.acquire() => permit.ok()?,
+            // Wait for a quarter of the slots to be free, so that a busy
+            // destination reads in batches rather than one entry per read.
+            let batch = (shared.dest.max_in_flight / 4).max(1);
+            let permits = tokio::select! {
+                permits = shared.slots.acquire_many(batch as u32) => permits.ok()?,
                 () = stop.cancelled() => return None,
             };
-            drop(permit);
-            return Some(shared.slots.available_permits().max(1));
+            drop(permits);
+            return Some(shared.slots.available_permits().max(batch));
         }
     }
 }
@@ -409,8 +416,12 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
                 outcome,
             })
             .inc();
-        let written: Result<(), StoreError> = match decision {
-            Decision::Ack => shared.store.ack(&entry.id).await,
+        let written: Result<(), String> = match decision {
+            Decision::Ack => shared
+                .acker
+                .ack(entry.id.clone())
+                .await
+                .map_err(|e| e.to_string()),
             Decision::DeadLetter(why) => {
                 warn!(
                     destination = %shared.dest.name,
@@ -430,7 +441,11 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
                     error: format!("{}: {}", why.describe(), result.describe()),
                     attempts: state.attempts,
                 };
-                let written = shared.store.dead_letter(&letter).await;
+                let written = shared
+                    .store
+                    .dead_letter(&letter)
+                    .await
+                    .map_err(|e| e.to_string());
                 if written.is_ok() {
                     shared
                         .metrics
