@@ -272,6 +272,9 @@ async fn reconcile_route(route: &FanoutRoute, ctx: &Context) -> Result<Action, R
     let status = status::observed(route, &observed, now());
     if status::needs_update(route.status.as_ref(), &status) {
         patch_status(ctx, route, &status).await?;
+        if let Some((type_, reason, note)) = readiness_change(route.status.as_ref(), &status) {
+            publish(ctx, route, type_, reason, "Observe", Some(note)).await;
+        }
     }
     let mut redis_failures = ctx.redis_failures();
     if redis_failed {
@@ -282,6 +285,30 @@ async fn reconcile_route(route: &FanoutRoute, ctx: &Context) -> Result<Action, R
     }
     redis_failures.remove(&key(route));
     Ok(Action::requeue(ctx.refresh_interval))
+}
+
+/// An Event for a route whose `Ready` condition flipped (not for its first
+/// status: `Created` covers that).
+fn readiness_change(
+    old: Option<&FanoutRouteStatus>,
+    new: &FanoutRouteStatus,
+) -> Option<(EventType, &'static str, String)> {
+    let ready = |s: &FanoutRouteStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::types::READY)
+            .cloned()
+    };
+    let before = ready(old?)?;
+    let after = ready(new)?;
+    if before.status == after.status {
+        return None;
+    }
+    Some(if after.status == "True" {
+        (EventType::Normal, "Available", after.message)
+    } else {
+        (EventType::Warning, "Unavailable", after.message)
+    })
 }
 
 async fn patch_status(

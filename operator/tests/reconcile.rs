@@ -230,6 +230,59 @@ async fn second_reconcile_of_an_unchanged_route_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_route_that_stops_being_available_says_so_in_status_and_an_event() {
+    let redis = RedisServer::start();
+    let mut status = new_route_status(&redis).await;
+    for c in status["conditions"].as_array_mut().unwrap() {
+        c["lastTransitionTime"] = json!("2026-01-01T00:00:00Z");
+    }
+    let mut was_ready = route("minimal.yaml");
+    was_ready.status = Some(serde_json::from_value(status.clone()).unwrap());
+    scenario(was_ready, &redis.url(), |mut server| async move {
+        expect_applies(&mut server, false).await;
+        server
+            .expect(Method::GET, &format!("{NET}/ingresses/orders-ingest"))
+            .await
+            .fail(404, "NotFound");
+        let patch = server
+            .expect(Method::PATCH, &format!("{ROUTE}/status{APPLY}"))
+            .await;
+        let ready = condition(&patch.body["status"], "Ready").clone();
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some("IngestUnavailable"))
+        );
+        assert_ne!(
+            ready["lastTransitionTime"],
+            condition(&status, "Ready")["lastTransitionTime"]
+        );
+        // Degraded did not change: its transition time stays.
+        assert_eq!(
+            condition(&patch.body["status"], "Degraded")["lastTransitionTime"],
+            condition(&status, "Degraded")["lastTransitionTime"]
+        );
+        answer_status(patch);
+        let event = server.expect(Method::POST, EVENTS).await;
+        assert_eq!(
+            (event.body["type"].as_str(), event.body["reason"].as_str()),
+            (Some("Warning"), Some("Unavailable"))
+        );
+        assert!(
+            event.body["note"]
+                .as_str()
+                .unwrap()
+                .contains("0/1 pods available"),
+            "{}",
+            event.body
+        );
+        event.echo();
+        server
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn invalid_route_writes_ready_false_with_every_field_and_applies_nothing() {
     let redis = RedisServer::start();
     let mut invalid = route("minimal.yaml");
