@@ -45,9 +45,10 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "FANOUT_NAMESPACE")]
     namespace: Option<String>,
-    /// Image of the data plane (holds fanout-ingest and fanout-worker).
-    #[arg(long, env = "FANOUT_IMAGE", default_value = "")]
-    image: String,
+    /// Image of the data plane (holds fanout-ingest and fanout-worker); required
+    /// for `run`.
+    #[arg(long, env = "FANOUT_IMAGE")]
+    image: Option<String>,
     /// Pull policy of the data-plane image: Always, IfNotPresent or Never.
     #[arg(long, env = "FANOUT_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
     image_pull_policy: String,
@@ -97,7 +98,7 @@ impl RunArgs {
             listen: self.listen,
             redis_url: self.redis_url,
             data_plane: DataPlaneConfig {
-                image: self.image,
+                image: self.image.unwrap_or_default(),
                 image_pull_policy: self.image_pull_policy,
                 redis_url: data_plane_redis,
                 default_ingress_class: self.ingress_class,
