@@ -211,7 +211,7 @@ async fn a_slow_destination_does_not_hold_back_another() {
     let slow = Sink::scripted(|_, _| Answer::status(200).delayed(Duration::from_millis(500))).await;
     let routes = routes_yaml(&[
         destination("fast", &fast.url("/"), "maxInFlight: 2"),
-        destination("slow", &slow.url("/"), "maxInFlight: 2, timeout: 5s"),
+        destination("slow", &slow.url("/"), "maxInFlight: 1"),
     ]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
@@ -219,14 +219,15 @@ async fn a_slow_destination_does_not_hold_back_another() {
     let n = 20;
     add_events(&mut conn, n).await;
 
-    // The slow one needs about 20 * 500ms / 2 = 5s.
+    // The slow one needs about 20 * 500ms = 10s.
     fast.wait_until(LIMIT, |r| r.len() >= n).await;
     let slow_so_far = slow.received().len();
     assert!(
         slow_so_far <= n / 2,
         "fast destination done while slow had {slow_so_far} of {n}: it was not held back"
     );
-    slow.wait_until(LIMIT, |r| r.len() >= n).await;
+    slow.wait_until(Duration::from_secs(30), |r| r.len() >= n)
+        .await;
     wait_all_done(&mut conn, &["fast", "slow"], LIMIT).await;
     worker.stop().await;
 }
@@ -363,18 +364,18 @@ async fn http_get(url: &str) -> String {
 #[tokio::test]
 async fn a_waiting_retry_is_not_reclaimed_by_another_worker() {
     let redis = RedisServer::start();
-    // The first answer asks for an 8s wait, longer than the visibility
-    // timeout (2 * 200ms + 5s = 5.4s): only the refresh of held entries
-    // keeps a second worker from taking the entry over meanwhile.
+    // The first answer asks for a 10s wait, longer than the visibility
+    // timeout (2 * 1s + 5s = 7s): only the refresh of held entries keeps a
+    // second worker from taking the entry over meanwhile.
     let sink = Sink::scripted(|_, n| {
         if n == 0 {
-            Answer::status(503).header("Retry-After", "8")
+            Answer::status(503).header("Retry-After", "10")
         } else {
             Answer::status(200)
         }
     })
     .await;
-    let routes = routes_yaml(&[destination("a", &sink.url("/"), "timeout: 200ms")]);
+    let routes = routes_yaml(&[destination("a", &sink.url("/"), "timeout: 1s")]);
     let dir = no_secrets();
     let short = Duration::from_millis(100);
     let first = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", short)).await;
@@ -384,10 +385,10 @@ async fn a_waiting_retry_is_not_reclaimed_by_another_worker() {
     let first_at = got[0].at;
     let second = Worker::start(config(&redis.url(), &routes, dir.path(), "w2", short)).await;
 
-    // Before any reclaim could happen (idle < 5.4s) the first worker has
-    // already reset the entry's idle time (every 5.4s / 3 = 1.8s): without
-    // that it would be idle for 4.5s here.
-    tokio::time::sleep_until((first_at + Duration::from_millis(4500)).into()).await;
+    // Before any reclaim could happen (idle < 7s) the first worker has
+    // already reset the entry's idle time (every 7s / 3): without that it
+    // would be idle for 5s here.
+    tokio::time::sleep_until((first_at + Duration::from_secs(5)).into()).await;
     let held = pending_detail(&mut conn).await;
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].1, "w1");
@@ -398,7 +399,7 @@ async fn a_waiting_retry_is_not_reclaimed_by_another_worker() {
     );
     // Past the visibility timeout and two reclaim rounds of the second
     // worker, the entry still belongs to the first.
-    tokio::time::sleep_until((first_at + Duration::from_secs(7)).into()).await;
+    tokio::time::sleep_until((first_at + Duration::from_secs(9)).into()).await;
     let held = pending_detail(&mut conn).await;
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].1, "w1", "the waiting retry was reclaimed: {held:?}");
@@ -410,7 +411,7 @@ async fn a_waiting_retry_is_not_reclaimed_by_another_worker() {
         2,
         "one failed attempt and one retry, no duplicate"
     );
-    assert!(got[1].at - first_at >= Duration::from_secs(8));
+    assert!(got[1].at - first_at >= Duration::from_secs(10));
     first.stop().await;
     second.stop().await;
 }

@@ -63,7 +63,11 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     let routes = dir.path().join("routes.yaml");
     std::fs::write(
         &routes,
-        routes_yaml(&[destination("a", &sink.url("/"), "maxInFlight: 4")]),
+        routes_yaml(&[destination(
+            "a",
+            &sink.url("/"),
+            "maxInFlight: 4, timeout: 1s",
+        )]),
     )
     .unwrap();
     let mut conn = common::redis(&redis.url()).await;

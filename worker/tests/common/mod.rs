@@ -24,7 +24,8 @@ pub fn keys() -> RouteKeys {
     RouteKeys::new(NAMESPACE, ROUTE)
 }
 
-/// One destination of the test route, as YAML (a flow mapping).
+/// One destination of the test route, as YAML (a flow mapping): timeout
+/// 5s unless `extra` sets one, short backoffs (50ms to 200ms), 5 attempts.
 pub fn destination(name: &str, url: &str, extra: &str) -> String {
     let extra = if extra.is_empty() {
         String::new()
@@ -34,7 +35,7 @@ pub fn destination(name: &str, url: &str, extra: &str) -> String {
     let timeout = if extra.contains("timeout:") {
         ""
     } else {
-        ", timeout: 1s"
+        ", timeout: 5s"
     };
     format!(
         "{{name: {name}, url: \"{url}\"{timeout}, retry: {{maxAttempts: 5, initialBackoff: 50ms, maxBackoff: 200ms, maxAge: 1h}}{extra}}}"
