@@ -50,6 +50,9 @@ pub const INGEST_PORT: i32 = 8080;
 pub const SERVICE_PORT: i32 = 80;
 /// Port of the worker's health and metrics endpoint.
 pub const WORKER_METRICS_PORT: i32 = 9090;
+/// Shortest time a stopping worker gets to finish its deliveries, in
+/// seconds (the worker's own default).
+pub const WORKER_MIN_SHUTDOWN_GRACE: u64 = 25;
 /// User and group the data plane runs as (distroless `nonroot`).
 pub const RUN_AS: i64 = 65532;
 
@@ -241,6 +244,23 @@ pub fn build(route: &FanoutRoute, config: &DataPlaneConfig) -> Result<DesiredObj
         ingest_pod,
     );
 
+    // A stopping worker finishes its in-flight deliveries: its shutdown
+    // grace covers the longest delivery timeout, and the pod's termination
+    // grace period covers that plus a margin.
+    let longest_timeout = route
+        .spec
+        .destinations
+        .iter()
+        .map(|d| d.timeout.get().as_secs())
+        .max()
+        .unwrap_or(0);
+    let shutdown_grace = longest_timeout
+        .saturating_add(5)
+        .max(WORKER_MIN_SHUTDOWN_GRACE);
+    let grace = i64::try_from(shutdown_grace)
+        .unwrap_or(i64::MAX / 2)
+        .saturating_add(10);
+
     let worker_container = Container {
         name: "worker".into(),
         command: Some(vec!["fanout-worker".into()]),
@@ -259,6 +279,11 @@ pub fn build(route: &FanoutRoute, config: &DataPlaneConfig) -> Result<DesiredObj
         env: Some(vec![
             redis_env(&config.redis_url),
             EnvVar {
+                name: "FANOUT_SHUTDOWN_GRACE".into(),
+                value: Some(format!("{shutdown_grace}s")),
+                ..EnvVar::default()
+            },
+            EnvVar {
                 name: "FANOUT_CONSUMER".into(),
                 value_from: Some(EnvVarSource {
                     field_ref: Some(ObjectFieldSelector {
@@ -275,19 +300,6 @@ pub fn build(route: &FanoutRoute, config: &DataPlaneConfig) -> Result<DesiredObj
         volume_mounts: Some(mounts(&worker_secrets)),
         ..container_defaults(config)
     };
-    // A stopping worker finishes its in-flight deliveries: give it the
-    // longest delivery timeout plus a margin.
-    let longest_timeout = route
-        .spec
-        .destinations
-        .iter()
-        .map(|d| d.timeout.get().as_secs())
-        .max()
-        .unwrap_or(0);
-    let grace = i64::try_from(longest_timeout)
-        .unwrap_or(i64::MAX / 2)
-        .saturating_add(15)
-        .max(30);
     let worker_pod = pod_spec(worker_container, &worker_secrets, name, grace);
     let worker = deployment(
         meta(names::worker(name), Some("worker")),

@@ -216,6 +216,10 @@ fn worker_deployment_mounts_each_signing_secret_once_and_names_its_consumer() {
     let env = json(c.env.as_ref().unwrap());
     assert_eq!(
         env[1],
+        serde_json::json!({"name": "FANOUT_SHUTDOWN_GRACE", "value": "50s"})
+    );
+    assert_eq!(
+        env[2],
         serde_json::json!({"name": "FANOUT_CONSUMER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     );
     let secret_mounts: BTreeSet<String> = c
@@ -241,8 +245,14 @@ fn worker_deployment_mounts_each_signing_secret_once_and_names_its_consumer() {
             .to_string()
             .contains("orders-ingest-tokens")
     );
-    // Longest destination timeout (45s) plus a margin to drain on SIGTERM.
+    // Longest destination timeout (45s) plus 5s to drain on SIGTERM, and
+    // the pod's grace period 10s more.
     assert_eq!(pod.termination_grace_period_seconds, Some(60));
+    let minimal = built("minimal.yaml");
+    assert_eq!(
+        self::pod(&minimal.worker).termination_grace_period_seconds,
+        Some(35)
+    );
     let probe = c
         .readiness_probe
         .as_ref()
