@@ -93,6 +93,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: Cancellatio
     .for_each(|result| async move {
         match result {
             Ok((route, _)) => debug!(route = %route, "reconciled"),
+            // Already logged by the reconciler, with the route.
+            Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
             Err(error) => warn!(%error, "controller"),
         }
     })
