@@ -153,7 +153,8 @@ pub struct DestinationConfig {
     pub timeout: Duration,
     /// Most attempts in flight at once.
     pub max_in_flight: usize,
-    /// Most entries held waiting for a retry before reading pauses.
+    /// Most entries waiting for a retry: the runner holds at most
+    /// `max_in_flight + max_waiting` entries and stops reading at that limit.
     pub max_waiting: usize,
     /// Retry rules.
     pub retry: RetryRules,

@@ -5,8 +5,9 @@
 //! Each destination has its own runner (and its own blocking Redis
 //! connection), so a slow or failing destination never holds back another.
 //! Memory is bounded: the runner reads only as many entries as it has free
-//! in-flight slots (`maxInFlight`), and stops reading while
-//! `10 * maxInFlight` entries wait for a retry.
+//! in-flight slots (`maxInFlight`), and holds at most `11 * maxInFlight`
+//! entries (in flight, plus up to `10 * maxInFlight` waiting for a retry);
+//! at that limit it stops reading until some are done.
 //!
 //! Order of work: first this consumer's own pending entries (left by an
 //! earlier run of the same instance), honouring their stored retry state;
@@ -18,10 +19,7 @@
 
 use std::{
     collections::HashSet,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -72,10 +70,8 @@ struct Shared {
     held: Mutex<HashSet<String>>,
     /// In-flight slots (`maxInFlight`).
     slots: Semaphore,
-    /// Entries waiting for a retry.
-    waiting: AtomicUsize,
-    /// Signalled whenever `waiting` goes down.
-    waiting_changed: Notify,
+    /// Signalled whenever an entry leaves `held`.
+    released: Notify,
 }
 
 /// The runner of one destination.
@@ -112,8 +108,7 @@ impl Runner {
                 life,
                 held: Mutex::new(HashSet::new()),
                 slots,
-                waiting: AtomicUsize::new(0),
-                waiting_changed: Notify::new(),
+                released: Notify::new(),
             }),
             reader,
         }
@@ -211,17 +206,19 @@ impl Runner {
     }
 
     /// Waits until the runner may take entries and returns how many (the
-    /// free in-flight slots, at least a quarter of `maxInFlight`), or `None`
-    /// once stopping.
+    /// free in-flight slots, at least a quarter of `maxInFlight`, within the
+    /// limit of held entries), or `None` once stopping.
     async fn capacity(&self) -> Option<usize> {
         let shared = &self.shared;
         let stop = &shared.life.stop;
+        let limit = shared.dest.max_in_flight + shared.dest.max_waiting;
         loop {
             if stop.is_cancelled() {
                 return None;
             }
-            let notified = shared.waiting_changed.notified();
-            if shared.waiting.load(Ordering::SeqCst) >= shared.dest.max_waiting {
+            let notified = shared.released.notified();
+            let room = limit.saturating_sub(shared.held.lock().unwrap().len());
+            if room == 0 {
                 tokio::select! {
                     () = notified => continue,
                     () = stop.cancelled() => return None,
@@ -235,7 +232,7 @@ impl Runner {
                 () = stop.cancelled() => return None,
             };
             drop(permits);
-            return Some(shared.slots.available_permits().max(batch));
+            return Some(shared.slots.available_permits().max(batch).min(room));
         }
     }
 }
@@ -311,23 +308,7 @@ struct Held<'a> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.shared.held.lock().unwrap().remove(&self.id);
-    }
-}
-
-/// Counts the entry as waiting for a retry while alive.
-struct Waiting<'a>(&'a Shared);
-
-impl<'a> Waiting<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        shared.waiting.fetch_add(1, Ordering::SeqCst);
-        Self(shared)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
-        self.0.waiting_changed.notify_waiters();
+        self.shared.released.notify_waiters();
     }
 }
 
@@ -351,7 +332,6 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
     loop {
         let wait = state.due_unix_ms.saturating_sub(now_ms());
         if wait > 0 {
-            let _waiting = Waiting::new(&shared);
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(wait)) => {}
                 () = life.stop.cancelled() => return,

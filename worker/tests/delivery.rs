@@ -477,3 +477,45 @@ async fn a_restart_honours_the_stored_retry_state() {
     wait_all_done(&mut conn, &["a"], LIMIT).await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn reading_pauses_while_too_many_retries_wait() {
+    let redis = RedisServer::start();
+    // A destination that is down: every attempt asks for a 60s wait.
+    let sink = Sink::scripted(|_, _| Answer::status(503).header("Retry-After", "60")).await;
+    let routes = routes_yaml(&[destination("a", &sink.url("/"), "maxInFlight: 1")]);
+    let dir = no_secrets();
+    let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
+    let mut conn = common::redis(&redis.url()).await;
+    add_events(&mut conn, 40).await;
+
+    // maxInFlight 1 allows 10 entries waiting for a retry (11 held in all);
+    // then the worker stops reading, and the rest stays unread in Redis, not
+    // in memory.
+    let retries = keys().retries("a");
+    wait_for(LIMIT, "10 retries waiting", || {
+        let mut conn = conn.clone();
+        let retries = retries.clone();
+        async move { hlen(&mut conn, &retries).await >= 10 }
+    })
+    .await;
+    // Two more read cycles (1s each) must not take more entries.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // At most maxInFlight + 10 * maxInFlight entries are held.
+    let held = pending(&mut conn, "a").await;
+    assert_eq!(held, 11, "entries held");
+    assert!(
+        sink.received().len() <= 11,
+        "{} attempts",
+        sink.received().len()
+    );
+    assert_eq!(
+        xlen(&mut conn, &keys().events()).await,
+        40,
+        "nothing trimmed"
+    );
+    worker.stop().await;
+    // What was held stays pending for the next run, with its retry state.
+    assert_eq!(pending(&mut conn, "a").await, held);
+    assert_eq!(hlen(&mut conn, &retries).await, held);
+}
