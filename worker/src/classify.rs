@@ -17,6 +17,9 @@ pub enum AttemptResult {
         status: u16,
         /// The parsed `Retry-After` header, if any.
         retry_after: Option<Duration>,
+        /// The start of the answer's body for failures (empty for 2xx),
+        /// kept in dead letters to say why.
+        detail: String,
     },
     /// No answer within the destination's timeout.
     Timeout,
@@ -47,6 +50,7 @@ pub fn classify(result: &AttemptResult) -> Verdict {
         AttemptResult::Answered {
             status,
             retry_after,
+            ..
         } if status == 408 || status == 429 || (500..600).contains(&status) => {
             Verdict::Retry { retry_after }
         }
@@ -67,7 +71,8 @@ impl AttemptResult {
     /// A short human-readable description, stored in dead letters.
     pub fn describe(&self) -> String {
         match self {
-            Self::Answered { status, .. } => format!("HTTP {status}"),
+            Self::Answered { status, detail, .. } if detail.is_empty() => format!("HTTP {status}"),
+            Self::Answered { status, detail, .. } => format!("HTTP {status}: {detail}"),
             Self::Timeout => "timed out".to_owned(),
             Self::Failed(error) => error.clone(),
         }
@@ -93,6 +98,7 @@ mod tests {
         AttemptResult::Answered {
             status,
             retry_after: None,
+            detail: String::new(),
         }
     }
 
@@ -123,6 +129,7 @@ mod tests {
         let with_hint = AttemptResult::Answered {
             status: 429,
             retry_after: Some(Duration::from_secs(3)),
+            detail: "slow down".into(),
         };
         assert_eq!(
             classify(&with_hint),
@@ -166,6 +173,12 @@ mod tests {
     #[test]
     fn describe_names_status_or_error() {
         assert_eq!(answered(503).describe(), "HTTP 503");
+        let with_detail = AttemptResult::Answered {
+            status: 400,
+            retry_after: None,
+            detail: "missing field".into(),
+        };
+        assert_eq!(with_detail.describe(), "HTTP 400: missing field");
         assert_eq!(AttemptResult::Timeout.describe(), "timed out");
         assert_eq!(answered(503).status(), Some(503));
         assert_eq!(AttemptResult::Timeout.status(), None);

@@ -28,6 +28,10 @@ use crate::{
 pub const WEBHOOK_ID: &str = "webhook-id";
 /// Header carrying the attempt's Unix time in seconds.
 pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+/// How much of a failed answer's body is kept for its dead letter.
+pub const DETAIL_BYTES: usize = 256;
+/// Largest answer body read to its end to keep the connection alive.
+pub const MAX_DRAIN_BYTES: usize = 64 * 1024;
 /// Header carrying the signature.
 pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
 
@@ -146,12 +150,27 @@ impl Deliverer {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        // Read the answer to its end so the connection can be reused; the
-        // client's timeout bounds this too.
+        // Read the answer to its end so the connection can be reused (the
+        // client's timeout bounds this too), keeping the start of a failure's
+        // body for the dead letter.
+        let keep = if (200..300).contains(&status) {
+            0
+        } else {
+            DETAIL_BYTES
+        };
+        let mut detail = Vec::new();
+        let mut read = 0;
         let mut response = response;
         loop {
             match response.chunk().await {
-                Ok(Some(_)) => continue,
+                Ok(Some(chunk)) => {
+                    let room = keep.saturating_sub(detail.len());
+                    detail.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                    read += chunk.len();
+                    if read > MAX_DRAIN_BYTES {
+                        break; // not worth it: the connection is dropped
+                    }
+                }
                 Ok(None) => break,
                 Err(error) if error.is_timeout() => return AttemptResult::Timeout,
                 // The status is known: a broken body does not change it.
@@ -161,6 +180,7 @@ impl Deliverer {
         AttemptResult::Answered {
             status,
             retry_after,
+            detail: String::from_utf8_lossy(&detail).trim().to_owned(),
         }
     }
 }
