@@ -519,3 +519,47 @@ async fn reading_pauses_while_too_many_retries_wait() {
     assert_eq!(pending(&mut conn, "a").await, held);
     assert_eq!(hlen(&mut conn, &retries).await, held);
 }
+
+#[tokio::test]
+async fn timeouts_and_refused_connections_are_retried_then_dead_lettered() {
+    let redis = RedisServer::start();
+    let stuck = Sink::scripted(|_, _| Answer::status(200).delayed(Duration::from_secs(3))).await;
+    let closed = format!("http://127.0.0.1:{}/", fanout_testkit::free_port());
+    let retry = "retry: {maxAttempts: 2, initialBackoff: 50ms, maxBackoff: 50ms}";
+    let routes = routes_yaml(&[
+        format!(
+            "{{name: stuck, url: \"{}\", timeout: 300ms, {retry}}}",
+            stuck.url("/")
+        ),
+        format!("{{name: closed, url: \"{closed}\", timeout: 1s, {retry}}}"),
+    ]);
+    let dir = no_secrets();
+    let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
+    let mut conn = common::redis(&redis.url()).await;
+    add_event(&mut conn, "application/json", b"{}").await;
+
+    for (dest, reason) in [("stuck", "timed out"), ("closed", "error")] {
+        let dead = keys().dead_letters(dest);
+        wait_for(LIMIT, "a dead letter", || {
+            let mut conn = conn.clone();
+            let dead = dead.clone();
+            async move { xlen(&mut conn, &dead).await == 1 }
+        })
+        .await;
+        let letter = &entries(&mut conn, &dead).await[0].1;
+        assert_eq!(letter["attempts"], "2", "{dest}: {letter:?}");
+        assert_eq!(letter["status"], "", "{dest}: no answer, no status");
+        assert!(
+            letter["error"].starts_with("retries exhausted"),
+            "{letter:?}"
+        );
+        assert!(letter["error"].contains(reason), "{dest}: {letter:?}");
+    }
+    assert_eq!(
+        stuck.received().len(),
+        2,
+        "the timed-out attempt was retried once"
+    );
+    wait_all_done(&mut conn, &["stuck", "closed"], LIMIT).await;
+    worker.stop().await;
+}
