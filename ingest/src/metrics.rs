@@ -114,20 +114,29 @@ impl Default for Metrics {
 impl Metrics {
     /// The metrics of one route, resolved once.
     pub fn route(&self, route: &str) -> RouteMetrics {
-        let labels = |endpoint| DurationLabels {
-            route: route.to_owned(),
-            endpoint,
+        // One statement per lookup: a family's guard lives until the end of
+        // its statement, and a second lookup that inserts would deadlock.
+        let accepted = self
+            .accepted
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .clone();
+        let duration = |endpoint| {
+            self.duration
+                .get_or_create(&DurationLabels {
+                    route: route.to_owned(),
+                    endpoint,
+                })
+                .clone()
         };
+        let event_duration = duration("event");
+        let batch_duration = duration("batch");
         RouteMetrics {
             route: route.to_owned(),
-            accepted: self
-                .accepted
-                .get_or_create(&RouteLabels {
-                    route: route.to_owned(),
-                })
-                .clone(),
-            event_duration: self.duration.get_or_create(&labels("event")).clone(),
-            batch_duration: self.duration.get_or_create(&labels("batch")).clone(),
+            accepted,
+            event_duration,
+            batch_duration,
         }
     }
 
