@@ -16,20 +16,21 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum RoutesFileError {
     /// The file could not be read.
-    #[error("cannot read routes file {path}: {source}")]
+    #[error("cannot read routes file {path}: {error}")]
     Read {
         /// The file.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not a separate cause, so it
+        /// is printed once).
+        error: std::io::Error,
     },
     /// A document is not a FanoutRoute.
-    #[error("routes document {index}: {source}")]
+    #[error("routes document {index}: {error}")]
     Parse {
         /// Position of the document in the file, from 0.
         index: usize,
         /// The YAML error.
-        source: serde_yaml::Error,
+        error: serde_yaml::Error,
     },
     /// A document has another apiVersion or kind.
     #[error(
@@ -66,9 +67,9 @@ pub enum RoutesFileError {
 
 /// Reads, parses and validates a routes file.
 pub fn load_routes_file(path: &Path) -> Result<Vec<FanoutRoute>, RoutesFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RoutesFileError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| RoutesFileError::Read {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     parse_routes(&text)
 }
@@ -78,7 +79,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<FanoutRoute>, RoutesFileError> {
     let mut routes = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml::Value::deserialize(document)
-            .map_err(|source| RoutesFileError::Parse { index, source })?;
+            .map_err(|error| RoutesFileError::Parse { index, error })?;
         if value.is_null() {
             continue; // an empty document, as after a trailing `---`
         }
@@ -94,7 +95,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<FanoutRoute>, RoutesFileError> {
             });
         }
         let mut route: FanoutRoute = serde_yaml::from_value(value)
-            .map_err(|source| RoutesFileError::Parse { index, source })?;
+            .map_err(|error| RoutesFileError::Parse { index, error })?;
         route
             .metadata
             .namespace
