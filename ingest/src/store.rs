@@ -45,15 +45,22 @@ pub enum StoreError {
     Overloaded,
 }
 
-fn classify(error: &RedisError, what: &str) -> StoreError {
-    let text = error.to_string();
-    if error.code() == Some("OOM") || text.contains("OOM") {
-        tracing::warn!(%error, "Redis refused {what}: over maxmemory");
+fn classify(error: &RedisError) -> StoreError {
+    if error.code() == Some("OOM") || error.to_string().contains("OOM") {
         StoreError::Overloaded
     } else {
-        tracing::warn!(%error, "Redis failed {what}");
         StoreError::Unavailable
     }
+}
+
+/// Classifies a failed write and logs it (the client only sees the code).
+fn failed(error: &RedisError, what: &str) -> StoreError {
+    let class = classify(error);
+    match class {
+        StoreError::Overloaded => tracing::warn!(%error, "Redis refused {what}: over maxmemory"),
+        StoreError::Unavailable => tracing::warn!(%error, "Redis failed {what}"),
+    }
+    class
 }
 
 /// One single event waiting for the writer.
@@ -149,7 +156,7 @@ impl Store {
         let mut conn = self.conn.clone();
         pipe.query_async(&mut conn)
             .await
-            .map_err(|e| classify(&e, "a batch"))
+            .map_err(|e| failed(&e, "a batch"))
     }
 
     /// Stores events under an idempotency key, or returns the answer stored
@@ -175,7 +182,7 @@ impl Store {
         let (stored, answer): (i64, String) = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| classify(&e, "an idempotent write"))?;
+            .map_err(|e| failed(&e, "an idempotent write"))?;
         Ok((stored == 1, answer))
     }
 }
@@ -254,8 +261,12 @@ async fn write_pipeline(jobs: Vec<Job>, mut conn: ConnectionManager) {
         .await
     {
         Ok(results) if results.len() == jobs.len() => {
+            // Log one failed event per pipeline, not each of them.
+            if let Some(error) = results.iter().find_map(|r| r.as_ref().err()) {
+                failed(error, "events of a pipeline");
+            }
             for (job, result) in jobs.into_iter().zip(results) {
-                let _ = job.reply.send(result.map_err(|e| classify(&e, "an event")));
+                let _ = job.reply.send(result.map_err(|e| classify(&e)));
             }
         }
         Ok(results) => {
@@ -269,7 +280,7 @@ async fn write_pipeline(jobs: Vec<Job>, mut conn: ConnectionManager) {
             }
         }
         Err(error) => {
-            let error = classify(&error, "a pipeline of events");
+            let error = failed(&error, "a pipeline of events");
             for job in jobs {
                 let _ = job.reply.send(Err(error));
             }

@@ -159,3 +159,38 @@ async fn stream_entries(conn: &mut redis::aio::MultiplexedConnection) -> Vec<Vec
         .map(|(_, fields)| fields[1].1.clone())
         .collect()
 }
+
+#[tokio::test]
+async fn redis_oom_refusals_answer_503_overloaded_and_store_nothing() {
+    // Checks so rare that only Redis itself notices the memory limit.
+    let harness = Harness::start_with(TWO_ROUTES, |config| {
+        config.redis_check_interval = Duration::from_secs(3600);
+    })
+    .await;
+    harness.wait_ready(200).await;
+    assert_eq!(harness.post("/orders/v1/event", "1").await.status, 202);
+    let mut conn = harness.redis().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let before = harness.dump().await;
+    let idempotent = [("idempotency-key", "k")];
+    for (path, headers, body) in [
+        ("/orders/v1/event", &[][..], "2"),
+        ("/orders/v1/batch", &[][..], "[1,2]"),
+        ("/orders/v1/event", &idempotent[..], "3"),
+    ] {
+        let answer = harness
+            .post_with(path, "application/json", headers, body)
+            .await;
+        assert_eq!(answer.status, 503, "{path}: {answer:?}");
+        assert_eq!(answer.error(), "redis_overloaded", "{path} {headers:?}");
+        assert_eq!(answer.header("retry-after"), Some("1"));
+    }
+    assert_eq!(harness.dump().await, before);
+}
