@@ -194,3 +194,28 @@ async fn redis_oom_refusals_answer_503_overloaded_and_store_nothing() {
     }
     assert_eq!(harness.dump().await, before);
 }
+
+#[tokio::test]
+async fn a_dropped_redis_connection_is_replaced() {
+    let harness = Harness::start(TWO_ROUTES).await;
+    assert_eq!(harness.post("/orders/v1/event", "1").await.status, 202);
+    let mut conn = harness.redis().await;
+    let killed: usize = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(killed >= 1, "ingest's connection was killed");
+    // At most the requests that met the dead connection are refused (503,
+    // nothing stored); then the service reconnects on its own.
+    wait_until(Duration::from_secs(10), || async {
+        let status = harness.post("/orders/v1/event", "2").await.status;
+        assert!(status == 202 || status == 503, "unexpected status {status}");
+        status == 202
+    })
+    .await;
+    assert_eq!(xlen(&mut conn, ORDERS_STREAM).await, 2);
+    harness.wait_ready(200).await;
+}
