@@ -46,6 +46,9 @@ pub enum LoadError {
         /// The hyper error.
         source: hyper::Error,
     },
+    /// No answer within [`REQUEST_TIMEOUT`].
+    #[error("{0} did not answer within {REQUEST_TIMEOUT:?}")]
+    Timeout(SocketAddr),
     /// The request could not be built (a bad path).
     #[error("invalid request: {0}")]
     Request(#[from] http::Error),
@@ -80,6 +83,10 @@ pub struct LoadSpec {
     /// ...or after this many requests, whichever comes first.
     pub max_requests: u64,
 }
+
+/// A request not answered within this time counts as a transport error and
+/// its connection is replaced, so a hung server cannot hang a run.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The outcome of one load run.
 #[derive(Clone, Debug)]
@@ -133,7 +140,10 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadReport, LoadError> {
         return Err(LoadError::NotLoopback(spec.addr));
     }
     let mut probe = Conn::open(spec.addr).await?;
-    let (status, body) = probe.post(&spec.path, spec.body.clone()).await?;
+    let (status, body) =
+        tokio::time::timeout(REQUEST_TIMEOUT, probe.post(&spec.path, spec.body.clone()))
+            .await
+            .map_err(|_| LoadError::Timeout(spec.addr))??;
     if !status.is_success() {
         return Err(LoadError::Refused {
             path: spec.path.clone(),
@@ -207,7 +217,11 @@ async fn connection(
     let mut conn = Conn::open(spec.addr).await?;
     while Instant::now() < deadline && tickets.fetch_add(1, Ordering::Relaxed) < spec.max_requests {
         let sent = Instant::now();
-        match conn.post(&spec.path, spec.body.clone()).await {
+        let answer =
+            tokio::time::timeout(REQUEST_TIMEOUT, conn.post(&spec.path, spec.body.clone()))
+                .await
+                .unwrap_or(Err(LoadError::Timeout(spec.addr)));
+        match answer {
             Ok((status, _)) if status.is_success() => {
                 stats.ok += 1;
                 stats
@@ -266,11 +280,18 @@ impl Conn {
 }
 
 /// One `GET` on a fresh connection, for readiness checks: the status, or
-/// `None` when nothing answers yet.
+/// `None` when nothing answers within a second.
 pub async fn get_status(addr: SocketAddr, path: &str) -> Option<StatusCode> {
     if !addr.ip().is_loopback() {
         return None;
     }
+    tokio::time::timeout(Duration::from_secs(1), get(addr, path))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Option<StatusCode> {
     let stream = TcpStream::connect(addr).await.ok()?;
     let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

@@ -88,6 +88,9 @@ impl DeliveryFigure {
 pub struct Setup {
     /// CPU cores of the machine.
     pub cores: usize,
+    /// The 1-minute load average when the run started (other work on the
+    /// machine skews every figure).
+    pub load_average: Option<f64>,
     /// redis-server version.
     pub redis_version: String,
     /// Concurrent keep-alive connections of the load generator.
@@ -186,6 +189,9 @@ impl BenchResults {
             "fanout benchmark: {} cores, loopback, redis-server {} (appendonly yes, appendfsync everysec)",
             s.cores, s.redis_version
         );
+        if let Some(load) = s.load_average {
+            let _ = writeln!(out, "load average at start: {load:.2}");
+        }
         let _ = writeln!(
             out,
             "load: {} keep-alive HTTP/1.1 connections, {} s per run, {}-byte events, batches of {}\n",
@@ -355,6 +361,7 @@ mod tests {
         BenchResults {
             setup: Setup {
                 cores: 2,
+                load_average: Some(0.1),
                 redis_version: "7.0.15".into(),
                 connections: 64,
                 duration: Duration::from_secs(10),

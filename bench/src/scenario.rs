@@ -111,6 +111,10 @@ async fn run_in(
     log_dir: &Path,
     progress: impl Fn(&str),
 ) -> Result<BenchResults, BenchError> {
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok());
+
     // Destinations: one sink per delivery run, started first so the routes
     // file can name them.
     let sink3 = FastSink::start(3)
@@ -270,6 +274,7 @@ async fn run_in(
     let results = BenchResults {
         setup: Setup {
             cores: std::thread::available_parallelism().map_or(0, usize::from),
+            load_average,
             redis_version: redis_tools::server_version(),
             connections: config.connections,
             duration: config.duration,
