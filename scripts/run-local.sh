@@ -59,8 +59,11 @@ WORK="$(mktemp -d -t fanout-local.XXXXXX)"
 PIDS=()
 cleanup() {
     trap - EXIT INT TERM
+    # Stop everything even if the terminal (or a pipe) is gone.
+    set +e
+    trap '' PIPE
     if [ "${#PIDS[@]}" -gt 0 ]; then
-        say "stopping"
+        say "stopping" 2>/dev/null
         kill -TERM "${PIDS[@]}" 2>/dev/null || true
         # Give the worker and ingest their graceful shutdown, then insist.
         for _ in $(seq 1 100); do
