@@ -293,8 +293,14 @@ fn load_notes(figure: &LoadFigure) -> String {
 
 fn delivery_notes(d: &DeliveryFigure) -> String {
     let mut notes = Vec::new();
-    if let Some(cpu) = d.cpu_per_delivery() {
-        notes.push(format!("worker+redis CPU {:.1} µs/delivery", micros(cpu)));
+    if let (Some(cpu), Some(worker)) = (d.cpu_per_delivery(), d.worker_cpu) {
+        let per = |t: Duration| micros(t) / d.deliveries.max(1) as f64;
+        notes.push(format!(
+            "CPU {:.1} µs/delivery (worker {:.1}, redis {:.1})",
+            micros(cpu),
+            per(worker),
+            per(d.redis_cpu)
+        ));
     }
     let expected = d.events * d.destinations as u64;
     if d.deliveries > expected {
