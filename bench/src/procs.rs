@@ -184,6 +184,12 @@ impl Proc {
     }
 }
 
+/// CPU time (user + system) this process (the benchmark itself: load
+/// generator and sink) has used so far.
+pub fn own_cpu_time() -> Option<Duration> {
+    cpu_time_from_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {

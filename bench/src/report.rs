@@ -25,6 +25,8 @@ pub struct LoadFigure {
     pub server_cpu_per_event: Option<Duration>,
     /// CPU time of redis-server per accepted event, when Redis was involved.
     pub redis_cpu_per_event: Option<Duration>,
+    /// CPU time of the load generator per accepted event.
+    pub client_cpu_per_event: Option<Duration>,
 }
 
 impl LoadFigure {
@@ -39,6 +41,7 @@ impl LoadFigure {
             failed: report.failed(),
             server_cpu_per_event: None,
             redis_cpu_per_event: None,
+            client_cpu_per_event: None,
         }
     }
 }
@@ -285,6 +288,9 @@ fn load_notes(figure: &LoadFigure) -> String {
     if let Some(cpu) = figure.redis_cpu_per_event {
         notes.push(format!("redis CPU {:.1} µs/event", micros(cpu)));
     }
+    if let Some(cpu) = figure.client_cpu_per_event {
+        notes.push(format!("load generator CPU {:.1} µs/event", micros(cpu)));
+    }
     if figure.failed > 0 {
         notes.push(format!("{} requests not answered 2xx", figure.failed));
     }
@@ -348,6 +354,7 @@ mod tests {
             failed: 0,
             server_cpu_per_event: None,
             redis_cpu_per_event: None,
+            client_cpu_per_event: None,
         }
     }
 

@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 
 use crate::{
     load::{self, LoadError, LoadReport, LoadSpec},
-    procs::{Proc, ProcError},
+    procs::{Proc, ProcError, own_cpu_time},
     redis_tools::{self, RedisToolError, XaddCeiling},
     report::{BenchResults, DeliveryFigure, LoadFigure, Setup},
     routes::{BenchRoute, routes_yaml},
@@ -161,9 +161,11 @@ async fn run_in(
         )?;
         server.wait_ready(addr, "/healthz", START_LIMIT).await?;
         let cpu_before = server.cpu_time();
+        let client_before = own_cpu_time();
         let report = load::run(&single_spec(addr, ingest_route.event_path())).await?;
         let mut figure = LoadFigure::from_report(&report);
         figure.server_cpu_per_event = per_event(cpu_before, server.cpu_time(), &report);
+        figure.client_cpu_per_event = per_event(client_before, own_cpu_time(), &report);
         server.terminate(STOP_GRACE).await;
         figure
     };
@@ -300,9 +302,11 @@ async fn measure_ingest(
 ) -> Result<LoadFigure, BenchError> {
     let cpu_before = ingest.cpu_time();
     let redis_before = redis_tools::server_cpu(conn).await?;
+    let client_before = own_cpu_time();
     let report = load::run(spec).await?;
     let mut figure = LoadFigure::from_report(&report);
     figure.server_cpu_per_event = per_event(cpu_before, ingest.cpu_time(), &report);
+    figure.client_cpu_per_event = per_event(client_before, own_cpu_time(), &report);
     let redis_after = redis_tools::server_cpu(conn).await?;
     figure.redis_cpu_per_event = per_event(Some(redis_before), Some(redis_after), &report);
     Ok(figure)
