@@ -94,13 +94,21 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             let config = run_config(args)?;
-            let results = runtime.block_on(async {
+            // On SIGINT/SIGTERM the run is dropped, which stops every
+            // process it started.
+            let outcome = runtime.block_on(async {
                 tokio::select! {
-                    results = scenario::run(&config, |step| eprintln!("== {step}")) => Ok(results?),
-                    _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+                    results = scenario::run(&config, |step| eprintln!("== {step}")) => Some(results),
+                    _ = shutdown_signal() => None,
                 }
-            })?;
-            println!("{}", results.render());
+            });
+            match outcome {
+                Some(results) => println!("{}", results?.render()),
+                None => {
+                    eprintln!("interrupted; every process the benchmark started is stopped");
+                    std::process::exit(130);
+                }
+            }
         }
         Command::NoRedis { routes, listen } => {
             runtime.block_on(async { no_redis::run(&routes, listen, shutdown_signal()).await })?
