@@ -63,7 +63,7 @@ cleanup() {
     set +e
     trap '' PIPE
     if [ "${#PIDS[@]}" -gt 0 ]; then
-        say "stopping" 2>/dev/null
+        say "stopping"
         kill -TERM "${PIDS[@]}" 2>/dev/null || true
         # Give the worker and ingest their graceful shutdown, then insist.
         for _ in $(seq 1 100); do
