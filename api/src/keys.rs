@@ -39,6 +39,13 @@ impl RouteKeys {
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}:idem:{key}", self.prefix)
     }
+
+    /// The remembered entry id of the event whose own id (the route's
+    /// `ingest.eventIdField`) is `id`. Apart from the `Idempotency-Key`
+    /// keys, so that no header value can name one.
+    pub fn event_id(&self, id: &str) -> String {
+        format!("{}:eid:{id}", self.prefix)
+    }
 }
 
 /// The consumer group of a destination on the route's stream.
@@ -58,10 +65,12 @@ mod tests {
             keys.retries("a"),
             keys.dead_letters("a"),
             keys.idempotency("k"),
+            keys.event_id("e"),
         ] {
             assert!(key.starts_with("fanout:{shop/orders}:"), "{key}");
         }
         assert_eq!(keys.events(), "fanout:{shop/orders}:events");
         assert_eq!(group_name("analytics"), "d:analytics");
+        assert_eq!(keys.event_id("42"), "fanout:{shop/orders}:eid:42");
     }
 }

@@ -29,6 +29,8 @@ impl fmt::Display for FieldError {
 pub const MAX_ROUTE_NAME_LEN: usize = 56;
 /// Most destinations in a route.
 pub const MAX_DESTINATIONS: usize = 32;
+/// Longest `spec.ingest.eventIdField`, in characters.
+pub const MAX_EVENT_ID_FIELD_LEN: usize = 128;
 /// Paths the ingest server answers itself, which a route cannot take.
 const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/v1"];
 /// Headers fanout sets on deliveries, which a destination cannot override.
@@ -132,6 +134,14 @@ fn validate_ingest(ingest: &IngestSpec, errors: &mut Errors) {
     }
     if ingest.idempotency_ttl.get() < Duration::from_secs(1) {
         errors.push("spec.ingest.idempotencyTtl", "must be at least 1s");
+    }
+    if let Some(field) = &ingest.event_id_field
+        && !(1..=MAX_EVENT_ID_FIELD_LEN).contains(&field.chars().count())
+    {
+        errors.push(
+            "spec.ingest.eventIdField",
+            format!("{field:?} must be a JSON member name of 1 to {MAX_EVENT_ID_FIELD_LEN} characters"),
+        );
     }
     if let Some(auth) = &ingest.auth
         && auth.secret_ref.name.is_empty()
@@ -354,6 +364,26 @@ spec:
             "spec.ingest.ingress.host",
         );
         assert_one(|r| r.spec.workers.replicas = 0, "spec.workers.replicas");
+    }
+
+    #[test]
+    fn event_id_field_rules() {
+        assert_eq!(
+            problems(|r| r.spec.ingest.event_id_field = Some("id".into())),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(|r| r.spec.ingest.event_id_field = Some("x".repeat(128))),
+            Vec::<String>::new()
+        );
+        assert_one(
+            |r| r.spec.ingest.event_id_field = Some(String::new()),
+            "spec.ingest.eventIdField",
+        );
+        assert_one(
+            |r| r.spec.ingest.event_id_field = Some("x".repeat(129)),
+            "spec.ingest.eventIdField",
+        );
     }
 
     #[test]
