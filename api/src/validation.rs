@@ -140,7 +140,9 @@ fn validate_ingest(ingest: &IngestSpec, errors: &mut Errors) {
     {
         errors.push(
             "spec.ingest.eventIdField",
-            format!("{field:?} must be a JSON member name of 1 to {MAX_EVENT_ID_FIELD_LEN} characters"),
+            format!(
+                "{field:?} must be a JSON member name of 1 to {MAX_EVENT_ID_FIELD_LEN} characters"
+            ),
         );
     }
     if let Some(auth) = &ingest.auth

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 pub mod content_type;
+pub mod event_id;
 pub mod health;
 pub mod idempotency;
 pub mod metrics;
@@ -84,6 +85,7 @@ pub async fn run(
             max_body_bytes: ingest.max_body_bytes,
             max_batch_events: ingest.max_batch_events,
             idempotency_ttl: ingest.idempotency_ttl.get(),
+            event_id_field: ingest.event_id_field.as_deref().map(Into::into),
             auth,
             metrics: metrics.route(&name),
         }));

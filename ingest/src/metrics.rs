@@ -2,6 +2,9 @@
 //!
 //! - `fanout_ingest_events_accepted_total{route}`: events stored (a replayed
 //!   idempotent answer stores nothing and is not counted);
+//! - `fanout_ingest_events_deduplicated_total{route}`: events not stored
+//!   because their own id (`ingest.eventIdField`) was seen before, answered
+//!   with the first event's entry id;
 //! - `fanout_ingest_requests_refused_total{route,reason}`: refused requests
 //!   by error code (`route` is empty for unknown paths);
 //! - `fanout_ingest_request_duration_seconds{route,endpoint}`: time from
@@ -50,6 +53,7 @@ fn duration_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     accepted: Family<RouteLabels, Counter>,
+    deduplicated: Family<RouteLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     duration: HistogramFamily<DurationLabels>,
     /// Events per pipeline of the single-event writer.
@@ -72,6 +76,12 @@ impl Default for Metrics {
             "fanout_ingest_events_accepted",
             "Events stored in a route's stream",
             accepted.clone(),
+        );
+        let deduplicated = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "fanout_ingest_events_deduplicated",
+            "Events not stored because their own id was seen before on the route",
+            deduplicated.clone(),
         );
         let refused = Family::<RefusedLabels, Counter>::default();
         registry.register(
@@ -103,6 +113,7 @@ impl Default for Metrics {
         Self {
             registry,
             accepted,
+            deduplicated,
             refused,
             duration,
             pipeline_events,
@@ -122,6 +133,12 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .clone();
+        let deduplicated = self
+            .deduplicated
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .clone();
         let duration = |endpoint| {
             self.duration
                 .get_or_create(&DurationLabels {
@@ -135,6 +152,7 @@ impl Metrics {
         RouteMetrics {
             route: route.to_owned(),
             accepted,
+            deduplicated,
             event_duration,
             batch_duration,
         }
@@ -166,6 +184,8 @@ pub struct RouteMetrics {
     pub route: String,
     /// Events stored.
     pub accepted: Counter,
+    /// Events answered from a remembered event id, not stored again.
+    pub deduplicated: Counter,
     /// Duration of `/v1/event` requests.
     pub event_duration: Histogram,
     /// Duration of `/v1/batch` requests.

@@ -53,6 +53,9 @@ pub enum Refusal {
     /// The `Idempotency-Key` header is not 1 to 200 printable ASCII characters.
     #[error("Idempotency-Key must be 1 to 200 printable ASCII characters")]
     InvalidIdempotencyKey,
+    /// An event's own id (the route's `eventIdField`) is too long.
+    #[error("{0}")]
+    InvalidEventId(String),
 }
 
 impl Refusal {
@@ -70,15 +73,17 @@ impl Refusal {
             Self::RedisUnavailable => "redis_unavailable",
             Self::RedisOverloaded => "redis_overloaded",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::InvalidEventId(_) => "invalid_event_id",
         }
     }
 
     /// The HTTP status of the answer.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::EmptyBatch | Self::InvalidIdempotencyKey => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedJson(_)
+            | Self::EmptyBatch
+            | Self::InvalidIdempotencyKey
+            | Self::InvalidEventId(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

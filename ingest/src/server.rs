@@ -6,8 +6,15 @@
 //! A request is checked in this order, and the first failure answers:
 //! auth (401), content type (415), `Idempotency-Key` (400), declared
 //! `Content-Length` (413, before reading), Redis memory watermark (503),
-//! body size while reading (413), JSON shape (400), batch size (413). Only
-//! then is anything written, so a refused request never changes Redis.
+//! body size while reading (413), JSON shape (400), batch size (413), event
+//! ids too long (400, only for a route with `eventIdField` and a request
+//! without `Idempotency-Key`). Only then is anything written, so a refused
+//! request never changes Redis.
+//!
+//! Which write a request takes: with an `Idempotency-Key`, the header's
+//! script, whatever the events hold; else, when the route has an
+//! `eventIdField` and at least one event carries an id, the event-id script;
+//! else the coalesced single-event writer or one MULTI/EXEC batch.
 
 use std::{sync::Arc, time::Instant};
 
@@ -27,11 +34,12 @@ use serde_json::value::RawValue;
 use crate::{
     auth::TokenFile,
     content_type,
+    event_id::{self, EventIdError},
     health::Health,
     idempotency,
     metrics::{Metrics, RouteMetrics},
     problem::Refusal,
-    store::{IdempotentWrite, Store, StoreError},
+    store::{EventIdWrite, IdempotentWrite, Store, StoreError},
 };
 
 /// What the handlers share.
@@ -60,6 +68,8 @@ pub struct Endpoint {
     pub max_batch_events: u32,
     /// `spec.ingest.idempotencyTtl`.
     pub idempotency_ttl: std::time::Duration,
+    /// `spec.ingest.eventIdField`: the member events are de-duplicated by.
+    pub event_id_field: Option<Box<str>>,
     /// Accepted tokens, when the route requires auth.
     pub auth: Option<Arc<TokenFile>>,
     /// The route's metrics.
@@ -229,6 +239,20 @@ async fn accept(
     match (kind, idempotency_key) {
         (Kind::Event, None) => {
             check_event(&body)?;
+            if let Some(field) = endpoint.event_id_field.as_deref()
+                && let Some(id) =
+                    event_id::event_id(&body, field).map_err(invalid_event_id(None))?
+            {
+                let ids = add_with_event_ids(
+                    app,
+                    endpoint,
+                    content_type.as_bytes(),
+                    &[body],
+                    &[Some(id)],
+                )
+                .await?;
+                return Ok(format!(r#"{{"id":"{}"}}"#, ids[0]));
+            }
             let id = app
                 .store
                 .add_event(&endpoint.stream, content_type, body)
@@ -238,6 +262,26 @@ async fn accept(
         }
         (Kind::Batch, None) => {
             let events = split_batch(&body, endpoint.max_batch_events)?;
+            if let Some(field) = endpoint.event_id_field.as_deref() {
+                let event_ids = events
+                    .iter()
+                    .enumerate()
+                    .map(|(index, event)| {
+                        event_id::event_id(event, field).map_err(invalid_event_id(Some(index)))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if event_ids.iter().any(Option::is_some) {
+                    let ids = add_with_event_ids(
+                        app,
+                        endpoint,
+                        JSON_CONTENT_TYPE.as_bytes(),
+                        &events,
+                        &event_ids,
+                    )
+                    .await?;
+                    return Ok(ids_answer(&ids));
+                }
+            }
             let ids = app.store.add_batch(&endpoint.stream, &events).await?;
             endpoint.metrics.accepted.inc_by(ids.len() as u64);
             Ok(ids_answer(&ids))
@@ -269,6 +313,44 @@ async fn accept(
             }
             Ok(answer)
         }
+    }
+}
+
+/// Stores events de-duplicated by their ids and counts them; returns the
+/// entry id answered for each.
+async fn add_with_event_ids(
+    app: &App,
+    endpoint: &Endpoint,
+    content_type: &[u8],
+    bodies: &[Bytes],
+    ids: &[Option<String>],
+) -> Result<Vec<String>, Refusal> {
+    let (answered, stored) = app
+        .store
+        .add_with_event_ids(EventIdWrite {
+            keys: &endpoint.keys,
+            stream: &endpoint.stream,
+            ttl: endpoint.idempotency_ttl,
+            content_type,
+            bodies,
+            ids,
+        })
+        .await?;
+    endpoint.metrics.accepted.inc_by(stored as u64);
+    endpoint
+        .metrics
+        .deduplicated
+        .inc_by(answered.len().saturating_sub(stored) as u64);
+    Ok(answered)
+}
+
+/// The refusal of an unusable event id (`index`: its place in a batch).
+fn invalid_event_id(index: Option<usize>) -> impl FnOnce(EventIdError) -> Refusal {
+    move |error| {
+        Refusal::InvalidEventId(match index {
+            Some(index) => format!("event {index} of the batch: {error}"),
+            None => error.to_string(),
+        })
     }
 }
 

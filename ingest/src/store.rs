@@ -11,21 +11,26 @@
 //!   fail the others;
 //! - a batch is one `MULTI`/`EXEC` of `XADD`s: stored entirely or not at all;
 //! - a request with an `Idempotency-Key` is one Lua script
-//!   ([`crate::idempotency`]).
+//!   ([`crate::idempotency`]);
+//! - a request without that header whose events carry their own ids (route
+//!   with `ingest.eventIdField`) is one Lua script too ([`crate::event_id`]).
 //!
 //! Entries are never trimmed here: the worker trims once every destination
 //! is done. All writes share one multiplexed connection that reconnects
 //! after a failure.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use fanout_api::entry::{FIELD_BODY, FIELD_CONTENT_TYPE, JSON_CONTENT_TYPE};
+use fanout_api::{
+    RouteKeys,
+    entry::{FIELD_BODY, FIELD_CONTENT_TYPE, JSON_CONTENT_TYPE},
+};
 use http::HeaderValue;
 use redis::{RedisError, aio::ConnectionManager};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::{idempotency, metrics::Metrics};
+use crate::{event_id, idempotency, metrics::Metrics};
 
 /// Most single events sent in one pipeline.
 pub const MAX_PIPELINE: usize = 512;
@@ -76,6 +81,7 @@ pub struct Store {
     conn: ConnectionManager,
     singles: mpsc::Sender<Job>,
     script: redis::Script,
+    event_id_script: redis::Script,
 }
 
 impl std::fmt::Debug for Store {
@@ -112,6 +118,7 @@ impl Store {
             conn,
             singles,
             script: idempotency::script(),
+            event_id_script: event_id::script(),
         };
         (store, Writer { task, close })
     }
@@ -185,6 +192,68 @@ impl Store {
             .map_err(|e| failed(&e, "an idempotent write"))?;
         Ok((stored == 1, answer))
     }
+
+    /// Stores the events whose id has not been seen on the route (nor
+    /// earlier in the request), and remembers their ids. Returns the entry
+    /// id answered for each event, in order, and how many events were
+    /// stored now.
+    pub async fn add_with_event_ids(
+        &self,
+        request: EventIdWrite<'_>,
+    ) -> Result<(Vec<String>, usize), StoreError> {
+        let mut invocation = self.event_id_script.prepare_invoke();
+        invocation.key(request.stream);
+        // KEYS index (1-based, the stream first) of each distinct id's key.
+        let mut key_index: HashMap<&str, usize> = HashMap::new();
+        for id in request.ids.iter().flatten() {
+            let next = key_index.len() + 2;
+            key_index.entry(id.as_str()).or_insert_with(|| {
+                invocation.key(request.keys.event_id(id));
+                next
+            });
+        }
+        invocation
+            .arg(request.ttl.as_millis().max(1) as u64)
+            .arg(idempotency::FIELDS[0])
+            .arg(idempotency::FIELDS[1])
+            .arg(request.content_type);
+        for (body, id) in request.bodies.iter().zip(request.ids) {
+            let index = id.as_deref().map_or(0, |id| key_index[id]);
+            invocation.arg(index).arg(&body[..]);
+        }
+        let mut conn = self.conn.clone();
+        let (stored, ids): (usize, Vec<String>) = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| failed(&e, "events with ids"))?;
+        if ids.len() != request.bodies.len() {
+            tracing::error!(
+                expected = request.bodies.len(),
+                got = ids.len(),
+                "Redis answered the event-id script with the wrong number of ids"
+            );
+            return Err(StoreError::Unavailable);
+        }
+        Ok((ids, stored))
+    }
+}
+
+/// A write of events de-duplicated by their own ids.
+#[derive(Debug)]
+pub struct EventIdWrite<'a> {
+    /// The route's keys (its id keys).
+    pub keys: &'a RouteKeys,
+    /// The route's stream.
+    pub stream: &'a str,
+    /// How long an id is remembered.
+    pub ttl: Duration,
+    /// The content type stored with every event.
+    pub content_type: &'a [u8],
+    /// The events' bodies.
+    pub bodies: &'a [Bytes],
+    /// Each event's id, `None` for an event without one; as long as
+    /// `bodies`.
+    pub ids: &'a [Option<String>],
 }
 
 /// A write under an `Idempotency-Key`.

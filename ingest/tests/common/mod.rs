@@ -151,6 +151,12 @@ impl Harness {
         answer(self.client.get(self.url(path)).send().await.unwrap()).await
     }
 
+    /// GETs `path` and returns the body as text (for `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// A new connection to the test's Redis.
     pub async fn redis(&self) -> MultiplexedConnection {
         let url = self.redis.as_ref().expect("redis running").url();
