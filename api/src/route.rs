@@ -83,21 +83,23 @@ pub struct IngestSpec {
     #[serde(default = "defaults::max_batch_events")]
     #[schemars(range(min = 1, max = 100_000))]
     pub max_batch_events: u32,
-    /// How long a request's `Idempotency-Key` is remembered: a retried POST
-    /// with the same key within this time gets the first answer instead of
-    /// storing the events again. Default 24h.
+    /// How long a request's `Idempotency-Key` (and, with `eventIdField`, an
+    /// event's own id) is remembered: a retried POST with the same key within
+    /// this time gets the first answer instead of storing the events again.
+    /// Default 24h.
     #[serde(default = "defaults::idempotency_ttl")]
     pub idempotency_ttl: HumanDuration,
-    /// Optional: de-duplicate events by their own id. Names a top-level
-    /// member of the event JSON object, for example `id`. When set, every
-    /// event whose member is a non-empty string or a number (at most 200
-    /// bytes) is stored only the first time its id is seen on this route;
-    /// an event with the same id within `idempotencyTtl` is not stored again
-    /// and is answered with the first event's entry id. Ids are per route and
-    /// shared by the `event` and `batch` endpoints; the string `"42"` and the
-    /// number `42` are the same id. Events without the member are stored as
-    /// usual. A request with an `Idempotency-Key` header is governed by the
-    /// header alone. Default: unset, no de-duplication by id.
+    /// Optional: de-duplicate events by their own id, the top-level member
+    /// of this name in the event's JSON object, for example `id`. An event
+    /// whose member is a non-empty string or a number is stored the first
+    /// time its id is seen on this route; the id is remembered for
+    /// `idempotencyTtl`, and an event with the same id within that time is
+    /// not stored again but answered with the first event's entry id. Ids
+    /// are per route and shared by the `event` and `batch` endpoints; the
+    /// string `"42"` and the number `42` are one id; an id over 200 bytes is
+    /// refused (400). Events without the member are stored as usual. A
+    /// request with an `Idempotency-Key` header is governed by the header
+    /// alone. Default: unset, no de-duplication by id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub event_id_field: Option<String>,
