@@ -235,3 +235,43 @@ async fn an_idempotency_key_governs_the_request_over_event_ids() {
     let mut conn = harness.redis().await;
     assert_eq!(xlen(&mut conn, ORDERS_STREAM).await, 2);
 }
+
+#[tokio::test]
+async fn a_batch_with_ids_refused_by_redis_stores_nothing_and_remembers_nothing() {
+    let harness = Harness::start_with(ID_ROUTE, |config| {
+        // Checks so rare that only Redis itself notices the memory limit.
+        config.redis_check_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    harness.wait_ready(200).await;
+    let seen = harness.post("/orders/v1/event", r#"{"id":"seen"}"#).await;
+    assert_eq!(seen.status, 202);
+    let mut conn = harness.redis().await;
+    let set_maxmemory = |bytes: u64| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .to_owned()
+    };
+    let _: () = set_maxmemory(1).query_async(&mut conn).await.unwrap();
+
+    let before = harness.dump().await;
+    let batch = r#"[{"id":"new"}, {"n":1}, {"id":"seen"}]"#;
+    let refused = harness.post("/orders/v1/batch", batch).await;
+    assert_eq!(
+        (refused.status, refused.error()),
+        (503, "redis_overloaded"),
+        "{refused:?}"
+    );
+    assert_eq!(harness.dump().await, before);
+
+    // Once Redis has room, the retry stores the new events: the refused
+    // attempt remembered no id.
+    let _: () = set_maxmemory(0).query_async(&mut conn).await.unwrap();
+    let stored = harness.post("/orders/v1/batch", batch).await;
+    assert_eq!(stored.status, 202, "{stored:?}");
+    let stored = ids(&stored);
+    assert_eq!(stored[2], seen.json["id"].as_str().unwrap());
+    assert_eq!(xlen(&mut conn, ORDERS_STREAM).await, 3);
+}
