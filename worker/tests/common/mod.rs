@@ -234,10 +234,15 @@ pub async fn wait_all_done(
     let keys = keys();
     let start = Instant::now();
     loop {
+        // Groups are only looked at once the stream is empty: before the
+        // worker created them (it trims nothing until they all exist)
+        // XPENDING would fail.
         let mut done = xlen(conn, &keys.events()).await == 0;
-        for dest in destinations {
-            done &= pending(conn, dest).await == 0;
-            done &= hlen(conn, &keys.retries(dest)).await == 0;
+        if done {
+            for dest in destinations {
+                done &= pending(conn, dest).await == 0;
+                done &= hlen(conn, &keys.retries(dest)).await == 0;
+            }
         }
         if done {
             return;

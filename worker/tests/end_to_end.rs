@@ -1,0 +1,160 @@
+//! End to end through both services, as a user sees fanout: events POSTed
+//! to a real `fanout-ingest` (in process, real HTTP, real redis-server) are
+//! delivered by a real `fanout-worker` to every destination, a flaky
+//! destination included, and Redis holds nothing afterwards. This is the
+//! promise "every 202 is eventually delivered or dead-lettered" checked
+//! across the seam between the two crates.
+
+mod common;
+
+use std::{collections::HashSet, time::Duration};
+
+use common::{Worker, config, destination, keys, redis, routes_yaml, wait_all_done, xlen};
+use fanout_testkit::{Answer, RedisServer, Sink};
+use tokio::{net::TcpListener, sync::oneshot};
+
+/// Starts `fanout-ingest` on a free port; returns its base URL and a stop
+/// handle.
+async fn start_ingest(routes: &str, redis_url: &str) -> (String, oneshot::Sender<()>) {
+    let routes = fanout_api::parse_routes(routes).expect("valid routes");
+    let config = fanout_ingest::config::Config::new(routes, redis_url);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(fanout_ingest::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
+
+/// The JSON body of a 202 answer.
+async fn accepted(answer: reqwest::Response) -> serde_json::Value {
+    assert_eq!(answer.status(), 202);
+    serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap()
+}
+
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_event_reaches_every_destination_once_acknowledged() {
+    let redis_server = RedisServer::start();
+    let steady = Sink::ok().await;
+    // The flaky destination fails the first attempt of every event.
+    let flaky = Sink::scripted(|_, earlier| {
+        if earlier == 0 {
+            Answer::status(503)
+        } else {
+            Answer::status(200)
+        }
+    })
+    .await;
+    let routes = routes_yaml(&[
+        destination("steady", &steady.url("/steady"), ""),
+        destination("flaky", &flaky.url("/flaky"), ""),
+    ]);
+    let (ingest, stop_ingest) = start_ingest(&routes, &redis_server.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(config(
+        &redis_server.url(),
+        &routes,
+        dir.path(),
+        "e2e",
+        Duration::from_secs(30),
+    ))
+    .await;
+
+    let client = http_client();
+    let mut sent = HashSet::new();
+    let mut accepted_ids = HashSet::new();
+    // Single events...
+    for i in 0..20 {
+        let body = format!("{{\"single\": {i}}}");
+        let answer = client
+            .post(format!("{ingest}/orders/v1/event"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202);
+        let json = accepted(answer).await;
+        accepted_ids.insert(json["id"].as_str().unwrap().to_owned());
+        sent.insert(body);
+    }
+    // ...a batch...
+    let batch: Vec<String> = (0..50).map(|i| format!("{{\"batch\": {i}}}")).collect();
+    let answer = client
+        .post(format!("{ingest}/orders/v1/batch"))
+        .header("content-type", "application/json")
+        .body(format!("[{}]", batch.join(",")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let json = accepted(answer).await;
+    for id in json["ids"].as_array().unwrap() {
+        accepted_ids.insert(id.as_str().unwrap().to_owned());
+    }
+    sent.extend(batch);
+    // ...and a retried POST with an Idempotency-Key, which stores nothing new.
+    for _ in 0..2 {
+        let answer = client
+            .post(format!("{ingest}/orders/v1/event"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "order-77")
+            .body("{\"retried\": true}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202);
+        let json = accepted(answer).await;
+        accepted_ids.insert(json["id"].as_str().unwrap().to_owned());
+    }
+    sent.insert("{\"retried\": true}".to_owned());
+    assert_eq!(
+        accepted_ids.len(),
+        sent.len(),
+        "one entry per distinct event"
+    );
+
+    let mut conn = redis(&redis_server.url()).await;
+    wait_all_done(&mut conn, &["steady", "flaky"], Duration::from_secs(30)).await;
+
+    // Every event reached each destination, byte for byte, with a webhook-id
+    // naming the route, the destination and one of the accepted entries.
+    for (sink, name, attempts_per_event) in [(&steady, "steady", 1), (&flaky, "flaky", 2)] {
+        let received = sink.received();
+        let bodies: HashSet<String> = received
+            .iter()
+            .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+            .collect();
+        assert_eq!(bodies, sent, "{name} received every event");
+        assert_eq!(
+            received.len(),
+            sent.len() * attempts_per_event,
+            "{name}: attempts per event"
+        );
+        let delivered_ids: HashSet<String> = received
+            .iter()
+            .map(|r| {
+                let id = r.header("webhook-id").expect("webhook-id header");
+                let prefix = format!("test/orders/{name}/");
+                id.strip_prefix(&prefix)
+                    .unwrap_or_else(|| panic!("{id} does not start with {prefix}"))
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(delivered_ids, accepted_ids, "{name}: the accepted entries");
+    }
+    // Nothing dead-lettered, nothing left behind.
+    for name in ["steady", "flaky"] {
+        assert_eq!(xlen(&mut conn, &keys().dead_letters(name)).await, 0);
+    }
+    assert_eq!(xlen(&mut conn, &keys().events()).await, 0);
+
+    worker.stop().await;
+    let _ = stop_ingest.send(());
+}
