@@ -1,6 +1,6 @@
 //! The operator's configuration, typed and validated once at startup.
 //!
-//! `main.rs` parses flags and environment into [`OperatorConfig`]; everything
+//! [`RunArgs`] (flags and environment) become an [`OperatorConfig`]; everything
 //! after that (the pure `build()`, the reconciler, the lease elector) reads
 //! this struct and never the environment.
 
@@ -157,6 +157,79 @@ impl LeaseConfig {
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The flags (and environment variables) of `fanout-operator run`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "FANOUT_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Image of the data plane (holds fanout-ingest and fanout-worker); required
+    /// for `run`.
+    #[arg(long, env = "FANOUT_IMAGE")]
+    pub image: Option<String>,
+    /// Pull policy of the data-plane image: Always, IfNotPresent or Never.
+    #[arg(long, env = "FANOUT_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub image_pull_policy: String,
+    /// Redis the data plane uses and the operator reads backlogs from.
+    #[arg(
+        long,
+        env = "FANOUT_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// Give data-plane pods FANOUT_REDIS_URL from key `url` of this Secret
+    /// (in each route's namespace) instead of the value of --redis-url.
+    #[arg(long, env = "FANOUT_REDIS_URL_SECRET")]
+    pub redis_url_secret: Option<String>,
+    /// IngressClass for routes whose spec.ingest.ingress names none.
+    #[arg(long, env = "FANOUT_INGRESS_CLASS")]
+    pub ingress_class: Option<String>,
+    /// Health and metrics listen address.
+    #[arg(long, env = "FANOUT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "FANOUT_LEASE_NAME", default_value = "fanout-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the client's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: pod name or host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds between two reconciles of a valid route (backlog refresh).
+    #[arg(long, env = "FANOUT_REFRESH_SECONDS", default_value_t = 30)]
+    pub refresh_seconds: u64,
+}
+
+impl RunArgs {
+    /// The configuration these flags describe; [`OperatorConfig::validate`]
+    /// checks it.
+    pub fn into_config(self) -> OperatorConfig {
+        let identity = self.identity.unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "fanout-operator".into());
+            format!("{host}-{}", std::process::id())
+        });
+        let data_plane_redis = match self.redis_url_secret {
+            Some(secret) => RedisUrlSource::Secret(secret),
+            None => RedisUrlSource::Value(self.redis_url.clone()),
+        };
+        OperatorConfig {
+            namespace: self.namespace,
+            listen: self.listen,
+            redis_url: self.redis_url,
+            data_plane: DataPlaneConfig {
+                image: self.image.unwrap_or_default(),
+                image_pull_policy: self.image_pull_policy,
+                redis_url: data_plane_redis,
+                default_ingress_class: self.ingress_class,
+                resources: Resources::default(),
+            },
+            lease: LeaseConfig::with_defaults(self.lease_name, self.lease_namespace, identity),
+            refresh_interval: Duration::from_secs(self.refresh_seconds.max(1)),
         }
     }
 }
