@@ -12,6 +12,7 @@ pub mod acker;
 pub mod backoff;
 pub mod classify;
 pub mod config;
+pub mod consumers;
 pub mod delivery;
 pub mod metrics;
 pub mod runner;
@@ -129,6 +130,17 @@ pub async fn run_with_listener(
             ))
         })
         .collect();
+    let cleaners: Vec<_> = config
+        .routes
+        .iter()
+        .map(|route| {
+            tokio::spawn(consumers::cleanup_loop(
+                route.clone(),
+                shared_conn.clone(),
+                life.done.clone(),
+            ))
+        })
+        .collect();
     let readers: Vec<_> = runners
         .into_iter()
         .map(|runner| tokio::spawn(runner.run()))
@@ -154,8 +166,8 @@ pub async fn run_with_listener(
         life.tasks.wait().await;
     }
     life.done.cancel();
-    for trimmer in trimmers {
-        let _ = trimmer.await;
+    for background in trimmers.into_iter().chain(cleaners) {
+        let _ = background.await;
     }
     let _ = server.await;
     info!("worker stopped");
