@@ -67,50 +67,35 @@ async fn every_accepted_event_reaches_every_destination_once_acknowledged() {
     .await;
 
     let client = http_client();
+    let post = |path: &str, body: String, idempotency_key: Option<&str>| {
+        let mut request = client
+            .post(format!("{ingest}/orders/v1/{path}"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        async move { accepted(request.send().await.unwrap()).await }
+    };
     let mut sent = HashSet::new();
     let mut accepted_ids = HashSet::new();
     // Single events...
     for i in 0..20 {
         let body = format!("{{\"single\": {i}}}");
-        let answer = client
-            .post(format!("{ingest}/orders/v1/event"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 202);
-        let json = accepted(answer).await;
+        let json = post("event", body.clone(), None).await;
         accepted_ids.insert(json["id"].as_str().unwrap().to_owned());
         sent.insert(body);
     }
     // ...a batch...
     let batch: Vec<String> = (0..50).map(|i| format!("{{\"batch\": {i}}}")).collect();
-    let answer = client
-        .post(format!("{ingest}/orders/v1/batch"))
-        .header("content-type", "application/json")
-        .body(format!("[{}]", batch.join(",")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 202);
-    let json = accepted(answer).await;
+    let json = post("batch", format!("[{}]", batch.join(",")), None).await;
     for id in json["ids"].as_array().unwrap() {
         accepted_ids.insert(id.as_str().unwrap().to_owned());
     }
     sent.extend(batch);
     // ...and a retried POST with an Idempotency-Key, which stores nothing new.
     for _ in 0..2 {
-        let answer = client
-            .post(format!("{ingest}/orders/v1/event"))
-            .header("content-type", "application/json")
-            .header("idempotency-key", "order-77")
-            .body("{\"retried\": true}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 202);
-        let json = accepted(answer).await;
+        let json = post("event", "{\"retried\": true}".into(), Some("order-77")).await;
         accepted_ids.insert(json["id"].as_str().unwrap().to_owned());
     }
     sent.insert("{\"retried\": true}".to_owned());
