@@ -39,6 +39,36 @@ pub struct OutcomeLabels {
     pub outcome: Outcome,
 }
 
+/// One destination's series of the delivery metrics (see [`Metrics`]).
+#[derive(Clone, Debug)]
+pub struct DestinationMetrics {
+    /// `deliveries_total{outcome="delivered"}`.
+    pub delivered: Counter,
+    /// `deliveries_total{outcome="retry"}`.
+    pub retried: Counter,
+    /// `deliveries_total{outcome="dead_letter"}`.
+    pub dead_lettered: Counter,
+    /// `delivery_duration_seconds`.
+    pub duration: Histogram,
+    /// `retries_scheduled_total`.
+    pub retries_scheduled: Counter,
+    /// `dead_letters_total`.
+    pub dead_letters: Counter,
+    /// `in_flight`.
+    pub in_flight: Gauge,
+}
+
+impl DestinationMetrics {
+    /// The `deliveries_total` series of `outcome`.
+    pub fn deliveries(&self, outcome: Outcome) -> &Counter {
+        match outcome {
+            Outcome::delivered => &self.delivered,
+            Outcome::retry => &self.retried,
+            Outcome::dead_letter => &self.dead_lettered,
+        }
+    }
+}
+
 /// Every metric of the worker.
 pub struct Metrics {
     registry: Registry,
@@ -125,6 +155,29 @@ impl Metrics {
             dead_letters,
             backlog,
             in_flight,
+        }
+    }
+
+    /// The handles of one destination's series, looked up once so that the
+    /// delivery path updates them without hashing labels.
+    pub fn destination(&self, labels: &DestinationLabels) -> DestinationMetrics {
+        let outcome = |outcome| {
+            self.deliveries
+                .get_or_create(&OutcomeLabels {
+                    route: labels.route.clone(),
+                    destination: labels.destination.clone(),
+                    outcome,
+                })
+                .clone()
+        };
+        DestinationMetrics {
+            delivered: outcome(Outcome::delivered),
+            retried: outcome(Outcome::retry),
+            dead_lettered: outcome(Outcome::dead_letter),
+            duration: self.duration.get_or_create(labels).clone(),
+            retries_scheduled: self.retries_scheduled.get_or_create(labels).clone(),
+            dead_letters: self.dead_letters.get_or_create(labels).clone(),
+            in_flight: self.in_flight.get_or_create(labels).clone(),
         }
     }
 

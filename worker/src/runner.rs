@@ -35,7 +35,7 @@ use crate::{
     classify::classify,
     config::DestinationConfig,
     delivery::Deliverer,
-    metrics::{DestinationLabels, Metrics, Outcome, OutcomeLabels},
+    metrics::{DestinationLabels, DestinationMetrics, Metrics, Outcome},
     store::{DestinationStore, Entry, ReadEntry, malformed_dead_letter},
 };
 
@@ -59,12 +59,13 @@ pub struct Lifecycle {
 
 /// Everything an entry task needs, shared by the runner's tasks.
 struct Shared {
+    /// `<namespace>/<route>`, for logs.
+    route: String,
     dest: DestinationConfig,
-    labels: DestinationLabels,
     store: DestinationStore,
     acker: Acker,
     deliverer: Deliverer,
-    metrics: Arc<Metrics>,
+    metrics: DestinationMetrics,
     life: Lifecycle,
     /// Ids of the entries this runner holds (in flight or waiting).
     held: Mutex<HashSet<String>>,
@@ -93,18 +94,18 @@ impl Runner {
         life: Lifecycle,
     ) -> Self {
         let labels = DestinationLabels {
-            route,
+            route: route.clone(),
             destination: dest.name.clone(),
         };
         let slots = Semaphore::new(dest.max_in_flight);
         Self {
             shared: Arc::new(Shared {
+                route,
                 dest,
-                labels,
                 acker: Acker::spawn(store.clone()),
                 store,
                 deliverer,
-                metrics,
+                metrics: metrics.destination(&labels),
                 life,
                 held: Mutex::new(HashSet::new()),
                 slots,
@@ -126,7 +127,7 @@ impl Runner {
             }
         }
         tokio::spawn(refresh_loop(shared.clone()));
-        info!(route = %shared.labels.route, destination = %shared.dest.name, "delivering");
+        info!(route = %shared.route, destination = %shared.dest.name, "delivering");
 
         // This consumer's own pending entries first.
         let mut cursor = "0".to_owned();
@@ -256,11 +257,7 @@ async fn take(shared: &Arc<Shared>, entries: Vec<ReadEntry>, lookup_retry: bool)
                 if let Err(error) = shared.store.dead_letter(&malformed_dead_letter(&id)).await {
                     warn!(destination = %shared.dest.name, %error, "cannot dead-letter malformed entry");
                 } else {
-                    shared
-                        .metrics
-                        .dead_letters
-                        .get_or_create(&shared.labels)
-                        .inc();
+                    shared.metrics.dead_letters.inc();
                 }
             }
         }
@@ -348,11 +345,7 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
             // No attempt starts after SIGTERM; the entry stays pending.
             return;
         }
-        let in_flight = shared
-            .metrics
-            .in_flight
-            .get_or_create(&shared.labels)
-            .clone();
+        let in_flight = &shared.metrics.in_flight;
         in_flight.inc();
         let started = Instant::now();
         let attempt = shared
@@ -370,7 +363,6 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
         shared
             .metrics
             .duration
-            .get_or_create(&shared.labels)
             .observe(started.elapsed().as_secs_f64());
         state.attempts += 1;
         let verdict = classify(&result);
@@ -387,15 +379,7 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
             Decision::RetryAt(_) => Outcome::retry,
             Decision::DeadLetter(_) => Outcome::dead_letter,
         };
-        shared
-            .metrics
-            .deliveries
-            .get_or_create(&OutcomeLabels {
-                route: shared.labels.route.clone(),
-                destination: shared.labels.destination.clone(),
-                outcome,
-            })
-            .inc();
+        shared.metrics.deliveries(outcome).inc();
         let written: Result<(), String> = match decision {
             Decision::Ack => shared
                 .acker
@@ -427,20 +411,12 @@ async fn deliver_entry(shared: Arc<Shared>, entry: Entry, mut state: RetryState)
                     .await
                     .map_err(|e| e.to_string());
                 if written.is_ok() {
-                    shared
-                        .metrics
-                        .dead_letters
-                        .get_or_create(&shared.labels)
-                        .inc();
+                    shared.metrics.dead_letters.inc();
                 }
                 written
             }
             Decision::RetryAt(due) => {
-                shared
-                    .metrics
-                    .retries_scheduled
-                    .get_or_create(&shared.labels)
-                    .inc();
+                shared.metrics.retries_scheduled.inc();
                 debug!(
                     destination = %shared.dest.name,
                     id = %entry.id,
