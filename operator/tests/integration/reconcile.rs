@@ -1,11 +1,10 @@
 //! Reconciler scenarios against a mocked API server, one per expected call
 //! sequence, with a real redis-server for the backlog.
 
-mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{APPLY, ApiServer, mock};
+use crate::common::{APPLY, ApiServer, mock};
 use fanout_api::FanoutRoute;
 use fanout_operator::{
     config::{DataPlaneConfig, RedisUrlSource, Resources},
@@ -89,7 +88,7 @@ async fn expect_applies(server: &mut ApiServer, available: bool) -> Vec<Value> {
 
 /// Answers a status patch as the API server does: the whole route with the
 /// new status.
-fn answer_status(call: common::Call) {
+fn answer_status(call: crate::common::Call) {
     let mut answer = serde_json::to_value(route("minimal.yaml")).unwrap();
     answer["status"] = call.body["status"].clone();
     call.ok(&answer);

@@ -1,9 +1,8 @@
 //! The HTTP API against a real redis-server: what is stored, and that every
 //! refused request leaves Redis exactly as it was.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use fanout_api::entry::{FIELD_BODY, FIELD_CONTENT_TYPE};
 
 #[tokio::test]

@@ -1,7 +1,6 @@
 //! Test support of the worker's integration tests: routes files, events
 //! written exactly as ingest writes them, an in-process worker, and
 //! wait-until helpers over Redis state.
-#![allow(dead_code)]
 
 use std::{
     future::Future,

@@ -3,7 +3,6 @@
 //! SIGTERM it exits 0 and its restart (same consumer name) finishes its own
 //! pending entries at once.
 
-mod common;
 
 use std::{
     collections::HashSet,
@@ -12,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 use fanout_testkit::{Answer, RedisServer, Sink};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -70,7 +69,7 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
         )]),
     )
     .unwrap();
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     let n = 60;
     let bodies: HashSet<Vec<u8>> = add_events(&mut conn, n).await.into_iter().collect();
 
@@ -120,7 +119,7 @@ async fn sigterm_exits_zero_and_the_restart_finishes_its_own_pending_entries() {
         routes_yaml(&[destination("a", &sink.url("/"), "maxInFlight: 4")]),
     )
     .unwrap();
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     let n = 24;
     let bodies: HashSet<Vec<u8>> = add_events(&mut conn, n).await.into_iter().collect();
 

@@ -1,10 +1,9 @@
 //! What clients see when Redis is gone or full, and how shutdown drains.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

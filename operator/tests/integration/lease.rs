@@ -1,7 +1,6 @@
 //! The Lease elector against a mocked API server, with tokio's paused clock
 //! standing in for the passing of lease durations.
 
-mod common;
 
 use std::{
     sync::{
@@ -11,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{ApiServer, mock};
+use crate::common::{ApiServer, mock};
 use fanout_operator::{config::LeaseConfig, lease::LeaseElector, metrics::Metrics};
 use http::Method;
 use serde_json::{Value, json};

@@ -4,7 +4,6 @@
 //! operator's RBAC table, so a call the ClusterRole does not grant fails the
 //! test.
 
-#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -27,10 +26,6 @@ pub fn mock() -> (Client, ApiServer) {
 
 /// One request the operator made.
 pub struct Call {
-    /// HTTP method.
-    pub method: Method,
-    /// Path and query.
-    pub uri: String,
     /// JSON body (Null when empty).
     pub body: Value,
     send: SendResponse<Response<Body>>,
@@ -92,12 +87,7 @@ impl ApiServer {
         } else {
             serde_json::from_slice(&bytes).unwrap()
         };
-        Call {
-            method: actual_method,
-            uri: actual_uri,
-            body,
-            send,
-        }
+        Call { body, send }
     }
 
     /// The next request as it came, unchecked (for requests whose order is

@@ -1,10 +1,9 @@
 //! Startup check and watches, against a mocked API server.
 
-mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::mock;
+use crate::common::mock;
 use fanout_operator::{
     config::{DataPlaneConfig, RedisUrlSource, Resources},
     controller::{StartupError, check_crd},
@@ -80,7 +79,7 @@ async fn the_controller_lists_then_watches_routes_and_only_its_own_objects() {
             !uri.contains("sendInitialEvents"),
             "no streaming lists: {uri}"
         );
-        common::check_rbac(request.method(), &uri);
+        crate::common::check_rbac(request.method(), &uri);
         if uri.contains("watch=true") {
             held.push(send); // a watch that stays open
         } else {

@@ -1,11 +1,10 @@
 //! Dead consumers (replaced pods) are removed from a group, and only those:
 //! a consumer with pending entries, or one that read recently, stays.
 
-mod common;
 
 use std::time::Duration;
 
-use common::{add_event, keys, redis};
+use crate::common::{add_event, keys, redis};
 use fanout_testkit::RedisServer;
 use fanout_worker::consumers::remove_dead_consumers;
 use redis::streams::StreamInfoConsumersReply;

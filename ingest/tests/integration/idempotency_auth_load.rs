@@ -1,10 +1,9 @@
 //! Idempotency keys, token rotation and many concurrent clients.
 
-mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn idempotency_key_returns_the_first_answer_and_stores_once() {

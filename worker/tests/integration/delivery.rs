@@ -3,12 +3,11 @@
 //! independence of destinations, signatures, trimming, and that a waiting
 //! retry is not reclaimed by another worker.
 
-mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use common::*;
+use crate::common::*;
 use fanout_testkit::{Answer, Received, RedisServer, Sink};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -34,7 +33,7 @@ async fn every_destination_receives_the_event_intact() {
     ]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     let body = br#"{"order": 42, "items": ["x", "y"]}"#;
     let id = add_event(&mut conn, "application/json; charset=utf-8", body).await;
 
@@ -95,7 +94,7 @@ async fn a_503_twice_then_200_is_delivered_once_with_one_webhook_id() {
     let routes = routes_yaml(&[destination("a", &sink.url("/"), "")]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     let id = add_event(&mut conn, "application/json", b"{}").await;
 
     let got = sink.wait_until(LIMIT, |r| r.len() >= 3).await;
@@ -126,7 +125,7 @@ async fn retry_after_delays_the_next_attempt() {
     let routes = routes_yaml(&[destination("a", &sink.url("/"), "")]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     add_event(&mut conn, "application/json", b"[1]").await;
 
     let got = sink.wait_until(LIMIT, |r| r.len() >= 2).await;
@@ -146,7 +145,7 @@ async fn a_400_is_dead_lettered_after_exactly_one_attempt() {
     let routes = routes_yaml(&[destination("a", &sink.url("/"), "")]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     let id = add_event(&mut conn, "application/json", br#"{"bad": true}"#).await;
 
     let dead = keys().dead_letters("a");
@@ -181,7 +180,7 @@ async fn exhausted_retries_are_dead_lettered_with_max_attempts() {
     )]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     add_event(&mut conn, "application/json", b"1").await;
 
     let dead = keys().dead_letters("a");
@@ -215,7 +214,7 @@ async fn a_slow_destination_does_not_hold_back_another() {
     ]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     let n = 20;
     add_events(&mut conn, n).await;
 
@@ -284,7 +283,7 @@ async fn signatures_verify_with_an_independent_standard_webhooks_check() {
         "signing: {secretRef: {name: signing, key: key}}",
     )]);
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     add_event(
         &mut conn,
         "application/json",
@@ -318,7 +317,7 @@ async fn the_stream_is_trimmed_to_empty_after_all_deliveries() {
     ]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     let n = 25;
     add_events(&mut conn, n).await;
     assert_eq!(xlen(&mut conn, &keys().events()).await, n as u64);
@@ -379,7 +378,7 @@ async fn a_waiting_retry_is_not_reclaimed_by_another_worker() {
     let dir = no_secrets();
     let short = Duration::from_millis(100);
     let first = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", short)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     add_event(&mut conn, "application/json", b"{}").await;
     let got = sink.wait_until(LIMIT, |r| !r.is_empty()).await;
     let first_at = got[0].at;
@@ -441,7 +440,7 @@ async fn a_restart_honours_the_stored_retry_state() {
     )]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     add_event(&mut conn, "application/json", b"{}").await;
     let retries = keys().retries("a");
     wait_for(LIMIT, "retry state stored", || {
@@ -486,7 +485,7 @@ async fn reading_pauses_while_too_many_retries_wait() {
     let routes = routes_yaml(&[destination("a", &sink.url("/"), "maxInFlight: 1")]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     add_events(&mut conn, 40).await;
 
     // maxInFlight 1 allows 10 entries waiting for a retry (11 held in all);
@@ -535,7 +534,7 @@ async fn timeouts_and_refused_connections_are_retried_then_dead_lettered() {
     ]);
     let dir = no_secrets();
     let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
-    let mut conn = common::redis(&redis.url()).await;
+    let mut conn = crate::common::redis(&redis.url()).await;
     add_event(&mut conn, "application/json", b"{}").await;
 
     for (dest, reason) in [("stuck", "timed out"), ("closed", "error")] {

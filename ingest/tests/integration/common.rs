@@ -2,7 +2,6 @@
 //! in-process on port 0, an HTTP client, and a full dump of Redis to prove
 //! that refused requests wrote nothing.
 
-#![allow(dead_code)]
 
 use std::{path::PathBuf, time::Duration};
 
@@ -41,7 +40,6 @@ spec:
 "#;
 
 pub const ORDERS_STREAM: &str = "fanout:{shop/orders}:events";
-pub const SECURE_STREAM: &str = "fanout:{shop/secure}:events";
 pub const SOLO_STREAM: &str = "fanout:{default/solo}:events";
 
 /// An answer: status, headers and the JSON body.

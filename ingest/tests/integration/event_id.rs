@@ -1,8 +1,7 @@
 //! De-duplication by an event's own id (`spec.ingest.eventIdField`).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 /// `shop/orders` de-duplicating by the member `id`, ids remembered 1h.
 const ID_ROUTE: &str = r#"

@@ -5,11 +5,10 @@
 //! promise "every 202 is eventually delivered or dead-lettered" checked
 //! across the seam between the two crates.
 
-mod common;
 
 use std::{collections::HashSet, time::Duration};
 
-use common::{Worker, config, destination, keys, redis, routes_yaml, wait_all_done, xlen};
+use crate::common::{Worker, config, destination, keys, redis, routes_yaml, wait_all_done, xlen};
 use fanout_testkit::{Answer, RedisServer, Sink};
 use tokio::{net::TcpListener, sync::oneshot};
 
