@@ -1,7 +1,6 @@
 //! The HTTP API against a real redis-server: what is stored, and that every
 //! refused request leaves Redis exactly as it was.
 
-
 use crate::common::*;
 use fanout_api::entry::{FIELD_BODY, FIELD_CONTENT_TYPE};
 

@@ -2,7 +2,6 @@
 //! in-process on port 0, an HTTP client, and a full dump of Redis to prove
 //! that refused requests wrote nothing.
 
-
 use std::{path::PathBuf, time::Duration};
 
 use fanout_ingest::{Config, RunError};

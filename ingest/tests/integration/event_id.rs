@@ -1,6 +1,5 @@
 //! De-duplication by an event's own id (`spec.ingest.eventIdField`).
 
-
 use crate::common::*;
 
 /// `shop/orders` de-duplicating by the member `id`, ids remembered 1h.

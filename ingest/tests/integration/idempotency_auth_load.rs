@@ -1,6 +1,5 @@
 //! Idempotency keys, token rotation and many concurrent clients.
 
-
 use std::{collections::BTreeSet, time::Duration};
 
 use crate::common::*;

@@ -1,6 +1,5 @@
 //! What clients see when Redis is gone or full, and how shutdown drains.
 
-
 use std::time::Duration;
 
 use crate::common::*;

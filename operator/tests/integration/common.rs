@@ -4,7 +4,6 @@
 //! operator's RBAC table, so a call the ClusterRole does not grant fails the
 //! test.
 
-
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};

@@ -1,6 +1,5 @@
 //! Startup check and watches, against a mocked API server.
 
-
 use std::{sync::Arc, time::Duration};
 
 use crate::common::mock;

@@ -1,7 +1,6 @@
 //! The Lease elector against a mocked API server, with tokio's paused clock
 //! standing in for the passing of lease durations.
 
-
 use std::{
     sync::{
         Arc,

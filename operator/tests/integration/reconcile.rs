@@ -1,7 +1,6 @@
 //! Reconciler scenarios against a mocked API server, one per expected call
 //! sequence, with a real redis-server for the backlog.
 
-
 use std::{sync::Arc, time::Duration};
 
 use crate::common::{APPLY, ApiServer, mock};

@@ -1,7 +1,6 @@
 //! Dead consumers (replaced pods) are removed from a group, and only those:
 //! a consumer with pending entries, or one that read recently, stays.
 
-
 use std::time::Duration;
 
 use crate::common::{add_event, keys, redis};

@@ -3,11 +3,10 @@
 //! independence of destinations, signatures, trimming, and that a waiting
 //! retry is not reclaimed by another worker.
 
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::{Engine as _, engine::general_purpose::STANDARD};
 use crate::common::*;
+use base64::{Engine as _, engine::general_purpose::STANDARD};
 use fanout_testkit::{Answer, Received, RedisServer, Sink};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -5,7 +5,6 @@
 //! promise "every 202 is eventually delivered or dead-lettered" checked
 //! across the seam between the two crates.
 
-
 use std::{collections::HashSet, time::Duration};
 
 use crate::common::{Worker, config, destination, keys, redis, routes_yaml, wait_all_done, xlen};

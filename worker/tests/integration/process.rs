@@ -3,7 +3,6 @@
 //! SIGTERM it exits 0 and its restart (same consumer name) finishes its own
 //! pending entries at once.
 
-
 use std::{
     collections::HashSet,
     path::Path,
