@@ -5,9 +5,11 @@
 //! rules a route must satisfy ([`validation`]), how a routes file is read in
 //! local mode ([`routes_file`]), durations as users write them
 //! ([`duration`]), where Redis keeps a route's data ([`keys`]), how one
-//! event is laid out in the stream ([`entry`]) and where mounted secrets are
-//! found ([`secrets`]).
+//! event is laid out in the stream ([`entry`]), how to reach Redis, a single
+//! server or a cluster ([`connection`]), and where mounted secrets are found
+//! ([`secrets`]).
 
+pub mod connection;
 pub mod duration;
 pub mod entry;
 pub mod keys;
@@ -16,6 +18,7 @@ pub mod routes_file;
 pub mod secrets;
 pub mod validation;
 
+pub use connection::{RedisConnection, RedisTarget};
 pub use duration::HumanDuration;
 pub use keys::RouteKeys;
 pub use route::{

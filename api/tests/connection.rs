@@ -1,0 +1,85 @@
+//! [`RedisConnection`] against a real single server and a real 3-node
+//! cluster: the commands the data plane sends (pipelines, MULTI/EXEC,
+//! scripts, blocking stream reads) on routes held by different nodes, and
+//! `INFO` from every primary.
+
+use std::time::Duration;
+
+use fanout_api::{RedisConnection, RedisTarget, RouteKeys};
+use fanout_testkit::{RedisCluster, RedisServer};
+use redis::AsyncCommands;
+
+const CONNECT: Duration = Duration::from_secs(2);
+const RESPONSE: Duration = Duration::from_secs(5);
+
+/// Writes two events to `keys`' stream in one MULTI/EXEC, runs a script on
+/// it and reads the events back with a blocking XREADGROUP.
+async fn exercise(conn: &mut RedisConnection, keys: &RouteKeys) {
+    let stream = &keys.events();
+    let ids: (String, String) = redis::pipe()
+        .atomic()
+        .xadd(stream, "*", &[("b", "1")])
+        .xadd(stream, "*", &[("b", "2")])
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_ne!(ids.0, ids.1);
+    let length: usize = redis::Script::new("return redis.call('XLEN', KEYS[1])")
+        .key(stream)
+        .invoke_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(length, 2);
+    let () = conn.xgroup_create(stream, "d:a", "0").await.unwrap();
+    let read: redis::streams::StreamReadReply = conn
+        .xread_options(
+            &[stream],
+            &[">"],
+            &redis::streams::StreamReadOptions::default()
+                .group("d:a", "c1")
+                .block(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.keys[0].ids.len(), 2);
+}
+
+#[tokio::test]
+async fn a_single_server() {
+    let redis = RedisServer::start();
+    let target = RedisTarget::new(&redis.url(), false).unwrap();
+    let mut conn = target.connect(CONNECT, RESPONSE);
+    exercise(&mut conn, &RouteKeys::new("shop", "orders")).await;
+    let info = conn.info_of_primaries("memory").await.unwrap();
+    assert_eq!(info.len(), 1);
+    assert!(info[0].contains("used_memory:"), "{}", info[0]);
+}
+
+#[tokio::test]
+async fn a_cluster_with_routes_on_different_nodes() {
+    let cluster = RedisCluster::start(3);
+    let target = RedisTarget::new(&cluster.url(), true).unwrap();
+    let mut conn = target.connect(CONNECT, RESPONSE);
+
+    // Two routes whose hash tags land on different nodes.
+    let orders = RouteKeys::new("shop", "orders");
+    let other = (0..)
+        .map(|i| RouteKeys::new("shop", &format!("route-{i}")))
+        .find(|keys| {
+            cluster.node_of(&keys.events()).port() != cluster.node_of(&orders.events()).port()
+        })
+        .unwrap();
+    for keys in [&orders, &other] {
+        exercise(&mut conn, keys).await;
+        // The events are on the node that owns the slot, and only there.
+        let mut node = RedisTarget::new(&cluster.node_of(&keys.events()).url(), false)
+            .unwrap()
+            .connect(CONNECT, RESPONSE);
+        let length: usize = node.xlen(keys.events()).await.unwrap();
+        assert_eq!(length, 2);
+    }
+
+    let info = conn.info_of_primaries("memory").await.unwrap();
+    assert_eq!(info.len(), 3);
+    assert!(info.iter().all(|text| text.contains("used_memory:")));
+}
