@@ -43,7 +43,7 @@ pub struct RedisTarget {
 #[derive(Clone)]
 enum Client {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -70,14 +70,14 @@ impl RedisTarget {
             if info.redis_settings().db() != 0 {
                 return Err(refuse("Redis Cluster has only database 0".into()));
             }
-            Client::Cluster(
+            Client::Cluster(Box::new(
                 ClusterClient::builder([info])
                     .retries(3)
                     .min_retry_wait(50)
                     .max_retry_wait(1_000)
                     .build()
                     .map_err(|e| refuse(e.to_string()))?,
-            )
+            ))
         } else {
             Client::Single(redis::Client::open(info).map_err(|e| refuse(e.to_string()))?)
         };
