@@ -3,7 +3,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use fanout_api::{FanoutRoute, RoutesFileError, load_routes_file, secrets::DEFAULT_SECRETS_DIR};
+use fanout_api::{
+    FanoutRoute, RedisTarget, RoutesFileError, connection::RedisTargetError, load_routes_file,
+    secrets::DEFAULT_SECRETS_DIR,
+};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,6 +35,10 @@ pub struct Args {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: String,
+    /// The Redis URL names one node of a Redis Cluster (the others are
+    /// discovered from it).
+    #[arg(long, env = "FANOUT_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// Address to serve HTTP on.
     #[arg(long, env = "FANOUT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -54,14 +61,9 @@ pub enum ConfigError {
     /// The routes file is unusable.
     #[error(transparent)]
     Routes(#[from] RoutesFileError),
-    /// The Redis URL does not parse.
-    #[error("invalid --redis-url {url:?}: {reason}")]
-    RedisUrl {
-        /// The URL given.
-        url: String,
-        /// Why it was refused.
-        reason: String,
-    },
+    /// The Redis URL is unusable.
+    #[error("--redis-url: {0}")]
+    Redis(#[from] RedisTargetError),
     /// The watermark is not a fraction.
     #[error("--redis-memory-watermark must be greater than 0 and at most 1, got {0}")]
     Watermark(f64),
@@ -75,8 +77,8 @@ pub enum ConfigError {
 pub struct Config {
     /// The routes served (already validated).
     pub routes: Vec<FanoutRoute>,
-    /// Redis URL.
-    pub redis_url: String,
+    /// Where Redis is, a single server or a cluster.
+    pub redis: RedisTarget,
     /// Where Secrets are mounted.
     pub secrets_dir: PathBuf,
     /// Fraction of `maxmemory` above which events are refused.
@@ -90,11 +92,11 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with every default, for `routes` on `redis_url`.
-    pub fn new(routes: Vec<FanoutRoute>, redis_url: impl Into<String>) -> Self {
+    /// A configuration with every default, for `routes` on `redis`.
+    pub fn new(routes: Vec<FanoutRoute>, redis: RedisTarget) -> Self {
         Self {
             routes,
-            redis_url: redis_url.into(),
+            redis,
             secrets_dir: PathBuf::from(DEFAULT_SECRETS_DIR),
             redis_memory_watermark: 0.9,
             redis_check_interval: Duration::from_secs(1),
@@ -107,7 +109,8 @@ impl Config {
     /// configuration; [`Config::validate`] checks the rest.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
         let routes = load_routes_file(&args.routes)?;
-        let mut config = Self::new(routes, &args.redis_url);
+        let redis = RedisTarget::new(&args.redis_url, args.redis_cluster)?;
+        let mut config = Self::new(routes, redis);
         config.secrets_dir = args.secrets_dir.clone();
         config.redis_memory_watermark = args.redis_memory_watermark;
         config.validate()?;
@@ -116,10 +119,6 @@ impl Config {
 
     /// Checks what the routes file loader did not.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        redis::Client::open(self.redis_url.as_str()).map_err(|e| ConfigError::RedisUrl {
-            url: self.redis_url.clone(),
-            reason: e.to_string(),
-        })?;
         let w = self.redis_memory_watermark;
         if !(w > 0.0 && w <= 1.0) {
             return Err(ConfigError::Watermark(w));
@@ -142,8 +141,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn validation_refuses_bad_watermarks_and_urls() {
-        let mut config = Config::new(Vec::new(), "redis://127.0.0.1:6379");
+    fn validation_refuses_bad_watermarks() {
+        let redis = RedisTarget::new("redis://127.0.0.1:6379", false).unwrap();
+        let mut config = Config::new(Vec::new(), redis);
         assert!(config.validate().is_ok());
         for w in [0.0, -0.5, 1.5, f64::NAN] {
             config.redis_memory_watermark = w;
@@ -153,10 +153,6 @@ mod tests {
             );
         }
         config.redis_memory_watermark = 1.0;
-        config.redis_url = "http://nope".into();
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::RedisUrl { .. })
-        ));
+        assert!(config.validate().is_ok());
     }
 }

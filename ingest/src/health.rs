@@ -1,12 +1,15 @@
 //! Whether Redis can take writes: reachable, and under the memory watermark.
 //!
-//! A background check PINGs Redis and reads `INFO memory` every
-//! `redis_check_interval` (1 s by default). `/readyz` is 200 only while the
+//! A background check reads `INFO memory` of every primary (one for a
+//! single server, each primary of a cluster) every `redis_check_interval`
+//! (1 s by default). `/readyz` is 200 only while the
 //! last successful check is recent and memory is under the watermark, so a
 //! load balancer stops sending to an ingest that cannot store. Requests are
 //! refused up front with 503 `redis_overloaded` while used memory is over
 //! `--redis-memory-watermark` of `maxmemory` (only when `maxmemory` is set),
-//! rather than letting Redis fill up and refuse writes half-way; an
+//! rather than letting Redis fill up and refuse writes half-way. On a
+//! cluster, one primary over the watermark is enough: the node holding a
+//! route can change with a resharding, so the check does not guess. An
 //! unreachable Redis is noticed by the write itself (503
 //! `redis_unavailable`), so a short outage refuses no more than it must.
 
@@ -18,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::aio::ConnectionManager;
+use fanout_api::RedisConnection;
 
 use crate::metrics::Metrics;
 
@@ -80,7 +83,7 @@ impl Health {
     /// Checks Redis every `interval` until the task is dropped.
     pub async fn watch(
         self: Arc<Self>,
-        mut conn: ConnectionManager,
+        mut conn: RedisConnection,
         interval: Duration,
         watermark: f64,
         metrics: Arc<Metrics>,
@@ -90,16 +93,18 @@ impl Health {
         let mut was_ok = true;
         loop {
             ticker.tick().await;
-            let mut pipe = redis::pipe();
-            pipe.cmd("PING").ignore().cmd("INFO").arg("memory");
-            let check = pipe.query_async::<(String,)>(&mut conn);
+            let check = conn.info_of_primaries("memory");
             match tokio::time::timeout(interval.max(Duration::from_secs(1)), check).await {
-                Ok(Ok((info,))) => {
+                Ok(Ok(infos)) => {
                     if !was_ok {
                         tracing::info!("Redis reachable again");
                     }
                     was_ok = true;
-                    self.record(memory_ratio(&info), watermark, &metrics);
+                    let fullest = infos
+                        .iter()
+                        .filter_map(|info| memory_ratio(info))
+                        .reduce(f64::max);
+                    self.record(fullest, watermark, &metrics);
                 }
                 failed => {
                     if was_ok {

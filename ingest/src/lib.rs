@@ -20,7 +20,6 @@ pub mod store;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use fanout_api::{RouteKeys, routes_file::qualified_name, secrets::DEFAULT_AUTH_KEY};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::{net::TcpListener, task::JoinSet};
 
 pub use config::{Args, Config, ConfigError, LogFormat};
@@ -42,9 +41,6 @@ pub enum RunError {
     /// A route's auth tokens cannot be read.
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// The Redis client could not be set up.
-    #[error("cannot set up the Redis client: {0}")]
-    Redis(#[from] redis::RedisError),
     /// Serving HTTP failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -91,15 +87,11 @@ pub async fn run(
         }));
     }
 
-    let client = redis::Client::open(config.redis_url.as_str())?;
-    let connection_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.redis_timeout.min(Duration::from_secs(2))))
-        .set_response_timeout(Some(config.redis_timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
     // Lazy: the service starts (not ready) while Redis is still down.
-    let conn = ConnectionManager::new_lazy_with_config(client, connection_config)?;
+    let conn = config.redis.connect(
+        config.redis_timeout.min(Duration::from_secs(2)),
+        config.redis_timeout,
+    );
 
     let health = Arc::new(Health::new(config.redis_check_interval * 3));
     background.spawn(health.clone().watch(
@@ -122,7 +114,8 @@ pub async fn run(
         .collect();
     tracing::info!(
         listen = %listener.local_addr().map_err(RunError::Serve)?,
-        redis = %redact(&config.redis_url),
+        redis = %config.redis.redacted_url(),
+        redis_cluster = config.redis.is_cluster(),
         routes = %served.join(", "),
         unprefixed = endpoints.len() == 1,
         "fanout-ingest serving"
@@ -162,28 +155,4 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = interrupt.await;
     tracing::info!("shutdown signal received");
-}
-
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redact_hides_passwords() {
-        assert_eq!(super::redact("redis://:pw@h:6379"), "redis://:***@h:6379");
-        assert_eq!(super::redact("redis://u:pw@h"), "redis://u:***@h");
-        assert_eq!(super::redact("redis://h:6379"), "redis://h:6379");
-    }
 }

@@ -16,18 +16,20 @@
 //!   with `ingest.eventIdField`) is one Lua script too ([`crate::event_id`]).
 //!
 //! Entries are never trimmed here: the worker trims once every destination
-//! is done. All writes share one multiplexed connection that reconnects
-//! after a failure.
+//! is done. All writes share one connection ([`RedisConnection`]) that
+//! reconnects after a failure; on Redis Cluster, each route's writes go to
+//! the node holding its slot.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use fanout_api::RedisConnection;
 use fanout_api::{
     RouteKeys,
     entry::{FIELD_BODY, FIELD_CONTENT_TYPE, JSON_CONTENT_TYPE},
 };
 use http::HeaderValue;
-use redis::{RedisError, aio::ConnectionManager};
+use redis::RedisError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{event_id, idempotency, metrics::Metrics};
@@ -78,7 +80,7 @@ struct Job {
 
 /// The route streams' writer. Cheap to share behind an `Arc`.
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     singles: mpsc::Sender<Job>,
     script: redis::Script,
     event_id_script: redis::Script,
@@ -110,7 +112,7 @@ impl Writer {
 
 impl Store {
     /// Starts the single-event writer on `conn`.
-    pub fn start(conn: ConnectionManager, metrics: Arc<Metrics>) -> (Self, Writer) {
+    pub fn start(conn: RedisConnection, metrics: Arc<Metrics>) -> (Self, Writer) {
         let (singles, queue) = mpsc::channel(QUEUE);
         let (close, closing) = oneshot::channel();
         let task = tokio::spawn(write_singles(queue, closing, conn.clone(), metrics));
@@ -277,7 +279,7 @@ pub struct IdempotentWrite<'a> {
 async fn write_singles(
     mut queue: mpsc::Receiver<Job>,
     mut closing: oneshot::Receiver<()>,
-    conn: ConnectionManager,
+    conn: RedisConnection,
     metrics: Arc<Metrics>,
 ) {
     let permits = Arc::new(Semaphore::new(PIPELINES_IN_FLIGHT as usize));
@@ -305,7 +307,7 @@ async fn write_singles(
         metrics.pipeline_events.observe(batch.len() as f64);
         let conn = conn.clone();
         tokio::spawn(async move {
-            write_pipeline(batch, conn).await;
+            write_pipelines(batch, conn).await;
             drop(permit);
         });
     }
@@ -313,7 +315,28 @@ async fn write_singles(
     let _ = permits.acquire_many(PIPELINES_IN_FLIGHT).await;
 }
 
-async fn write_pipeline(jobs: Vec<Job>, mut conn: ConnectionManager) {
+/// Writes `jobs` as one pipeline per route, all at once: a cluster refuses a
+/// pipeline whose keys are in different slots, and a route's keys share one.
+async fn write_pipelines(jobs: Vec<Job>, conn: RedisConnection) {
+    let mut by_stream: Vec<Vec<Job>> = Vec::new();
+    for job in jobs {
+        match by_stream
+            .iter_mut()
+            .find(|group| group[0].stream == job.stream)
+        {
+            Some(group) => group.push(job),
+            None => by_stream.push(vec![job]),
+        }
+    }
+    futures::future::join_all(
+        by_stream
+            .into_iter()
+            .map(|group| write_pipeline(group, conn.clone())),
+    )
+    .await;
+}
+
+async fn write_pipeline(jobs: Vec<Job>, mut conn: RedisConnection) {
     let mut pipe = redis::Pipeline::with_capacity(jobs.len());
     pipe.ignore_errors();
     for job in &jobs {

@@ -1,12 +1,13 @@
-//! Shared test harness: a private redis-server, the ingest service running
-//! in-process on port 0, an HTTP client, and a full dump of Redis to prove
-//! that refused requests wrote nothing.
+//! Shared test harness: a private redis-server (or Redis Cluster), the
+//! ingest service running in-process on port 0, an HTTP client, and a full
+//! dump of Redis (every node) to prove that refused requests wrote nothing.
 
 use std::{path::PathBuf, time::Duration};
 
+use fanout_api::{RedisConnection, RedisTarget};
 use fanout_ingest::{Config, RunError};
-use fanout_testkit::RedisServer;
-use redis::aio::MultiplexedConnection;
+use fanout_testkit::{RedisCluster, RedisServer};
+use redis::aio::ConnectionLike;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Two routes: `shop/orders` (open) and `shop/secure` (bearer tokens).
@@ -59,8 +60,31 @@ impl Answer {
     }
 }
 
+/// The Redis a harness runs against.
+pub enum TestRedis {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl TestRedis {
+    pub fn target(&self) -> RedisTarget {
+        match self {
+            Self::Single(server) => RedisTarget::new(&server.url(), false).unwrap(),
+            Self::Cluster(cluster) => RedisTarget::new(&cluster.url(), true).unwrap(),
+        }
+    }
+
+    /// Every node's URL (one for a single server).
+    pub fn node_urls(&self) -> Vec<String> {
+        match self {
+            Self::Single(server) => vec![server.url()],
+            Self::Cluster(cluster) => cluster.nodes().iter().map(RedisServer::url).collect(),
+        }
+    }
+}
+
 pub struct Harness {
-    pub redis: Option<RedisServer>,
+    pub redis: Option<TestRedis>,
     pub base: String,
     pub client: reqwest::Client,
     pub secrets: tempfile::TempDir,
@@ -85,10 +109,14 @@ impl Harness {
     }
 
     pub async fn start_with(routes: &str, tweak: impl FnOnce(&mut Config)) -> Self {
-        let redis = RedisServer::start();
+        Self::start_on(TestRedis::Single(RedisServer::start()), routes, tweak).await
+    }
+
+    /// Starts the service on `routes` against `redis`.
+    pub async fn start_on(redis: TestRedis, routes: &str, tweak: impl FnOnce(&mut Config)) -> Self {
         let secrets = tempfile::tempdir().unwrap();
         write_tokens(secrets.path(), "# test tokens\nsecret-token\n");
-        let mut config = Config::new(fanout_api::parse_routes(routes).unwrap(), redis.url());
+        let mut config = Config::new(fanout_api::parse_routes(routes).unwrap(), redis.target());
         config.secrets_dir = secrets.path().to_owned();
         config.redis_check_interval = Duration::from_millis(100);
         config.token_reload_interval = Duration::from_millis(50);
@@ -154,48 +182,29 @@ impl Harness {
         response.text().await.unwrap()
     }
 
-    /// A new connection to the test's Redis.
-    pub async fn redis(&self) -> MultiplexedConnection {
-        let url = self.redis.as_ref().expect("redis running").url();
-        redis::Client::open(url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+    /// A new connection to the test's Redis (cluster-aware on a cluster).
+    pub async fn redis(&self) -> RedisConnection {
+        let redis = self.redis.as_ref().expect("redis running");
+        redis
+            .target()
+            .connect(Duration::from_secs(2), Duration::from_secs(5))
     }
 
-    /// Every key with its full content (streams entry by entry, with ids).
+    /// Every key of every node with its full content (streams entry by
+    /// entry, with ids).
     pub async fn dump(&self) -> Vec<String> {
-        let mut conn = self.redis().await;
-        let mut keys: Vec<String> = redis::cmd("KEYS")
-            .arg("*")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        keys.sort();
+        let redis = self.redis.as_ref().expect("redis running");
         let mut dump = Vec::new();
-        for key in keys {
-            let kind: String = redis::cmd("TYPE")
-                .arg(&key)
-                .query_async(&mut conn)
+        for (node, url) in redis.node_urls().into_iter().enumerate() {
+            let mut conn = redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection()
                 .await
                 .unwrap();
-            let content = match kind.as_str() {
-                "stream" => format!("{:?}", stream(&mut conn, &key).await),
-                "string" => {
-                    let value: Vec<u8> = redis::cmd("GET")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
-                    format!("{value:?}")
-                }
-                other => other.to_owned(),
-            };
-            dump.push(format!("{key} {kind} {content}"));
+            for line in dump_node(&mut conn).await {
+                dump.push(format!("node {node}: {line}"));
+            }
         }
-        let size: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
-        dump.push(format!("dbsize {size}"));
         dump
     }
 
@@ -245,7 +254,7 @@ async fn answer(response: reqwest::Response) -> Answer {
 
 /// A stream's entries: id and (field, value) pairs as raw bytes.
 pub async fn stream(
-    conn: &mut MultiplexedConnection,
+    conn: &mut impl ConnectionLike,
     key: &str,
 ) -> Vec<(String, Vec<(String, Vec<u8>)>)> {
     let value: redis::Value = redis::cmd("XRANGE")
@@ -269,7 +278,7 @@ pub async fn stream(
         .collect()
 }
 
-pub async fn xlen(conn: &mut MultiplexedConnection, key: &str) -> usize {
+pub async fn xlen(conn: &mut impl ConnectionLike, key: &str) -> usize {
     redis::cmd("XLEN").arg(key).query_async(conn).await.unwrap()
 }
 
@@ -290,4 +299,30 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One node's keys with their full content, and its key count.
+async fn dump_node(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(conn).await.unwrap();
+    keys.sort();
+    let mut dump = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let content = match kind.as_str() {
+            "stream" => format!("{:?}", stream(conn, &key).await),
+            "string" => {
+                let value: Vec<u8> = redis::cmd("GET").arg(&key).query_async(conn).await.unwrap();
+                format!("{value:?}")
+            }
+            other => other.to_owned(),
+        };
+        dump.push(format!("{key} {kind} {content}"));
+    }
+    let size: usize = redis::cmd("DBSIZE").query_async(conn).await.unwrap();
+    dump.push(format!("dbsize {size}"));
+    dump
 }

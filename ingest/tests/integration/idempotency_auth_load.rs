@@ -229,8 +229,10 @@ async fn a_route_with_auth_but_no_tokens_does_not_start() {
     let redis = fanout_testkit::RedisServer::start();
     let secrets = tempfile::tempdir().unwrap();
     write_tokens(secrets.path(), "# nothing yet\n");
-    let mut config =
-        fanout_ingest::Config::new(fanout_api::parse_routes(TWO_ROUTES).unwrap(), redis.url());
+    let mut config = fanout_ingest::Config::new(
+        fanout_api::parse_routes(TWO_ROUTES).unwrap(),
+        fanout_api::RedisTarget::new(&redis.url(), false).unwrap(),
+    );
     config.secrets_dir = secrets.path().to_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = fanout_ingest::run(config, listener, std::future::pending())

@@ -5,6 +5,7 @@
 mod common;
 
 mod api;
+mod cluster;
 mod event_id;
 mod idempotency_auth_load;
 mod redis_trouble;

@@ -150,7 +150,7 @@ async fn shutdown_finishes_the_request_in_flight() {
     assert_eq!(entries, vec![body.to_vec()]);
 }
 
-async fn stream_entries(conn: &mut redis::aio::MultiplexedConnection) -> Vec<Vec<u8>> {
+async fn stream_entries(conn: &mut fanout_api::RedisConnection) -> Vec<Vec<u8>> {
     stream(conn, ORDERS_STREAM)
         .await
         .into_iter()
