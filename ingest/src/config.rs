@@ -155,4 +155,16 @@ mod tests {
         config.redis_memory_watermark = 1.0;
         assert!(config.validate().is_ok());
     }
+
+    #[test]
+    fn redis_cluster_is_a_flag_or_an_environment_boolean() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["fanout-ingest", "--routes", "r.yaml"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).unwrap().redis_cluster
+        };
+        assert!(!parse(&[]));
+        assert!(parse(&["--redis-cluster"]));
+    }
 }

@@ -14,7 +14,9 @@ use std::{
 
 use clap::{Parser, ValueEnum};
 use fanout_api::{
-    FanoutRoute, HumanDuration, RouteKeys, RoutesFileError, load_routes_file,
+    FanoutRoute, HumanDuration, RedisTarget, RouteKeys, RoutesFileError,
+    connection::RedisTargetError,
+    load_routes_file,
     routes_file::qualified_name,
     secrets::{DEFAULT_SECRETS_DIR, DEFAULT_SIGNING_KEY},
 };
@@ -39,6 +41,10 @@ pub struct Args {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: String,
+    /// The Redis URL names one node of a Redis Cluster (the others are
+    /// discovered from it).
+    #[arg(long, env = "FANOUT_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "FANOUT_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
@@ -78,9 +84,9 @@ pub enum ConfigError {
     /// The routes file is unreadable or invalid.
     #[error(transparent)]
     Routes(#[from] RoutesFileError),
-    /// The Redis URL does not parse.
-    #[error("invalid --redis-url: {0}")]
-    RedisUrl(String),
+    /// The Redis URL is unusable.
+    #[error("--redis-url: {0}")]
+    Redis(#[from] RedisTargetError),
     /// No consumer name could be found.
     #[error("no consumer name: set --consumer (FANOUT_CONSUMER) or HOSTNAME")]
     NoConsumer,
@@ -116,8 +122,8 @@ pub enum ConfigError {
 pub struct Config {
     /// Routes and their destinations, ready to run.
     pub routes: Vec<RouteConfig>,
-    /// Redis connection URL.
-    pub redis_url: String,
+    /// Where Redis is, a single server or a cluster.
+    pub redis: RedisTarget,
     /// Address of the metrics and health server.
     pub metrics_listen: SocketAddr,
     /// Consumer name in every group.
@@ -194,7 +200,7 @@ impl Config {
             &routes,
             &args.secrets_dir,
             Settings {
-                redis_url: args.redis_url,
+                redis: RedisTarget::new(&args.redis_url, args.redis_cluster)?,
                 metrics_listen: args.metrics_listen,
                 consumer,
                 visibility_timeout: args.visibility_timeout.get(),
@@ -209,8 +215,6 @@ impl Config {
         secrets_dir: &Path,
         settings: Settings,
     ) -> Result<Self, ConfigError> {
-        redis::Client::open(settings.redis_url.as_str())
-            .map_err(|e| ConfigError::RedisUrl(e.to_string()))?;
         if settings.visibility_timeout.is_zero() {
             return Err(ConfigError::ZeroVisibility);
         }
@@ -223,7 +227,7 @@ impl Config {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             routes,
-            redis_url: settings.redis_url,
+            redis: settings.redis,
             metrics_listen: settings.metrics_listen,
             consumer: settings.consumer,
             visibility_timeout: settings.visibility_timeout,
@@ -235,8 +239,8 @@ impl Config {
 /// The scalar settings of [`Config::build`].
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Redis connection URL.
-    pub redis_url: String,
+    /// Where Redis is.
+    pub redis: RedisTarget,
     /// Metrics server address.
     pub metrics_listen: SocketAddr,
     /// Consumer name.
@@ -350,7 +354,7 @@ spec:
 
     fn settings() -> Settings {
         Settings {
-            redis_url: "redis://127.0.0.1:6379".into(),
+            redis: RedisTarget::new("redis://127.0.0.1:6379", false).unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
             consumer: "w1".into(),
             visibility_timeout: Duration::from_secs(60),
@@ -384,7 +388,7 @@ spec:
     }
 
     #[test]
-    fn refuses_missing_secret_bad_redis_url_and_zero_visibility() {
+    fn refuses_missing_secret_and_zero_visibility() {
         let empty = tempfile::tempdir().unwrap();
         let routes = fanout_api::parse_routes(ROUTES).unwrap();
         let err = Config::build(&routes, empty.path(), settings()).unwrap_err();
@@ -392,12 +396,6 @@ spec:
         assert!(err.to_string().contains("destination b"), "{err}");
 
         let dir = secrets();
-        let mut bad = settings();
-        bad.redis_url = "http://nope".into();
-        assert!(matches!(
-            Config::build(&routes, dir.path(), bad),
-            Err(ConfigError::RedisUrl(_))
-        ));
         let mut zero = settings();
         zero.visibility_timeout = Duration::ZERO;
         assert!(matches!(
@@ -410,6 +408,7 @@ spec:
     fn flags_parse_with_defaults() {
         let args = Args::try_parse_from(["fanout-worker", "--routes", "r.yaml"]).unwrap();
         assert_eq!(args.redis_url, "redis://127.0.0.1:6379");
+        assert!(!args.redis_cluster);
         assert_eq!(args.visibility_timeout.get(), Duration::from_secs(60));
         assert_eq!(args.shutdown_grace.get(), Duration::from_secs(25));
         assert_eq!(args.secrets_dir, PathBuf::from(DEFAULT_SECRETS_DIR));
@@ -422,8 +421,10 @@ spec:
             "2s",
             "--log-format",
             "json",
+            "--redis-cluster",
         ])
         .unwrap();
+        assert!(args.redis_cluster);
         assert_eq!(args.visibility_timeout.get(), Duration::from_secs(2));
         assert_eq!(args.log_format, LogFormat::Json);
         assert!(

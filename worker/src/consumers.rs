@@ -56,7 +56,7 @@ pub const CLEANUP_EVERY: Duration = Duration::from_secs(300);
 /// `route`, every [`CLEANUP_EVERY`], until `done`.
 pub async fn cleanup_loop(
     route: crate::config::RouteConfig,
-    conn: redis::aio::ConnectionManager,
+    conn: fanout_api::RedisConnection,
     done: tokio_util::sync::CancellationToken,
 ) {
     let stream = route.keys.events();

@@ -23,7 +23,6 @@ pub mod trim;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
@@ -36,6 +35,9 @@ use crate::{
     runner::{Lifecycle, READ_BLOCK, Runner},
     store::DestinationStore,
 };
+
+/// How long a connection attempt to Redis may take.
+const REDIS_CONNECT: Duration = Duration::from_secs(5);
 
 /// Why the worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +53,6 @@ pub enum RunError {
     /// A destination's HTTP client could not be built.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
-    /// The Redis client could not be made.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
 }
 
 /// Runs the worker until `shutdown` completes, then drains: reading stops,
@@ -76,8 +75,7 @@ pub async fn run_with_listener(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     delivery::install_crypto_provider();
-    let client = redis::Client::open(config.redis_url.as_str())?;
-    let shared_conn = connection(&client, Duration::from_secs(5))?;
+    let shared_conn = config.redis.connect(REDIS_CONNECT, Duration::from_secs(5));
     let metrics = Arc::new(Metrics::new());
     let life = Lifecycle {
         stop: CancellationToken::new(),
@@ -97,9 +95,12 @@ pub async fn run_with_listener(
                 &dest.name,
                 &config.consumer,
             );
-            // A blocking XREADGROUP stalls its connection: one per runner,
-            // with a response timeout longer than the block.
-            let reader = connection(&client, READ_BLOCK + Duration::from_secs(5))?;
+            // A blocking XREADGROUP stalls its connection: one per runner
+            // (on a cluster, its own connection to each node), with a
+            // response timeout longer than the block.
+            let reader = config
+                .redis
+                .connect(REDIS_CONNECT, READ_BLOCK + Duration::from_secs(5));
             runners.push(Runner::new(
                 label.clone(),
                 dest.clone(),
@@ -172,15 +173,4 @@ pub async fn run_with_listener(
     let _ = server.await;
     info!("worker stopped");
     Ok(())
-}
-
-fn connection(
-    client: &redis::Client,
-    response_timeout: Duration,
-) -> Result<ConnectionManager, redis::RedisError> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_max_delay(Duration::from_secs(5));
-    ConnectionManager::new_lazy_with_config(client.clone(), config)
 }

@@ -23,8 +23,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use fanout_api::RedisConnection;
 use fanout_api::entry::{DeadLetter, RetryState, StoredEvent};
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
@@ -78,7 +78,7 @@ struct Shared {
 /// The runner of one destination.
 pub struct Runner {
     shared: Arc<Shared>,
-    reader: ConnectionManager,
+    reader: RedisConnection,
 }
 
 impl Runner {
@@ -89,7 +89,7 @@ impl Runner {
         dest: DestinationConfig,
         store: DestinationStore,
         deliverer: Deliverer,
-        reader: ConnectionManager,
+        reader: RedisConnection,
         metrics: Arc<Metrics>,
         life: Lifecycle,
     ) -> Self {

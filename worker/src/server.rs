@@ -1,10 +1,11 @@
 //! The worker's small HTTP server: `/metrics` (Prometheus text),
-//! `/healthz` (the process runs) and `/readyz` (Redis answers PING).
+//! `/healthz` (the process runs) and `/readyz` (Redis answers PING; on a
+//! cluster, every node).
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use redis::aio::ConnectionManager;
+use fanout_api::RedisConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -13,14 +14,14 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    redis: ConnectionManager,
+    redis: RedisConnection,
 }
 
 /// Serves the endpoints on `listener` until `done`.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    redis: ConnectionManager,
+    redis: RedisConnection,
     done: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use fanout_api::RedisConnection;
 use fanout_api::{
     RouteKeys,
     entry::{
@@ -15,7 +16,7 @@ use fanout_api::{
     },
     keys::group_name,
 };
-use redis::{RedisError, Value, aio::ConnectionManager};
+use redis::{RedisError, Value};
 
 /// Longest a dead-letter stream grows (approximately, `MAXLEN ~`).
 pub const DEAD_LETTER_MAXLEN: usize = 100_000;
@@ -83,7 +84,7 @@ pub struct Reclaimed {
 /// The Redis state of one destination.
 #[derive(Clone)]
 pub struct DestinationStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     stream: String,
     group: String,
     consumer: String,
@@ -94,12 +95,7 @@ pub struct DestinationStore {
 impl DestinationStore {
     /// The store of destination `destination` of the route with `keys`,
     /// used as consumer `consumer`, sending commands on `conn`.
-    pub fn new(
-        conn: ConnectionManager,
-        keys: &RouteKeys,
-        destination: &str,
-        consumer: &str,
-    ) -> Self {
+    pub fn new(conn: RedisConnection, keys: &RouteKeys, destination: &str, consumer: &str) -> Self {
         Self {
             conn,
             stream: keys.events(),
@@ -132,7 +128,7 @@ impl DestinationStore {
     /// new ones.
     pub async fn read(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConnection,
         start: &str,
         count: usize,
         block: Option<Duration>,

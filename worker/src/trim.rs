@@ -13,7 +13,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{Value, aio::ConnectionManager, streams::StreamInfoGroupsReply};
+use fanout_api::RedisConnection;
+use redis::{Value, streams::StreamInfoGroupsReply};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -88,7 +89,7 @@ pub fn trim_point(groups: &[GroupProgress]) -> Option<StreamId> {
 /// Trims one route's stream and updates its backlog gauges until `done`.
 pub async fn trim_loop(
     route: RouteConfig,
-    conn: ConnectionManager,
+    conn: RedisConnection,
     metrics: Arc<Metrics>,
     done: CancellationToken,
 ) {
@@ -109,7 +110,7 @@ pub async fn trim_loop(
 /// One trim and backlog update.
 pub async fn trim_once(
     route: &RouteConfig,
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     metrics: &Metrics,
     route_label: &str,
 ) -> Result<(), StoreError> {
@@ -176,7 +177,7 @@ pub async fn trim_once(
 
 /// The smallest pending id of a group (XPENDING summary).
 async fn first_pending(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     stream: &str,
     group: &str,
 ) -> Result<Option<StreamId>, StoreError> {
@@ -196,7 +197,7 @@ async fn first_pending(
 
 /// Entries after `after` (used only when Redis does not report the lag).
 async fn count_after(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     stream: &str,
     after: StreamId,
 ) -> Result<u64, StoreError> {

@@ -8,9 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fanout_api::{RouteKeys, entry::StoredEvent, keys::group_name};
+use fanout_api::{RedisConnection, RedisTarget, RouteKeys, entry::StoredEvent, keys::group_name};
 use fanout_worker::{Config, config::Settings, run_with_listener};
-use redis::{Value, aio::MultiplexedConnection};
+use redis::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Namespace and name of the test route.
@@ -49,9 +49,20 @@ pub fn routes_yaml(destinations: &[String]) -> String {
     )
 }
 
-/// A worker configuration for `routes` against `redis_url`.
+/// A worker configuration for `routes` against the server at `redis_url`.
 pub fn config(
     redis_url: &str,
+    routes: &str,
+    secrets_dir: &Path,
+    consumer: &str,
+    visibility: Duration,
+) -> Config {
+    config_on(single(redis_url), routes, secrets_dir, consumer, visibility)
+}
+
+/// A worker configuration for `routes` against `redis`.
+pub fn config_on(
+    redis: RedisTarget,
     routes: &str,
     secrets_dir: &Path,
     consumer: &str,
@@ -62,7 +73,7 @@ pub fn config(
         &routes,
         secrets_dir,
         Settings {
-            redis_url: redis_url.to_owned(),
+            redis,
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
             consumer: consumer.to_owned(),
             visibility_timeout: visibility,
@@ -109,21 +120,18 @@ impl Worker {
 }
 
 /// A Redis connection for the test itself.
-pub async fn redis(url: &str) -> MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+pub async fn redis(url: &str) -> RedisConnection {
+    single(url).connect(Duration::from_secs(2), Duration::from_secs(5))
+}
+
+/// The single redis-server at `url`.
+pub fn single(url: &str) -> RedisTarget {
+    RedisTarget::new(url, false).unwrap()
 }
 
 /// Adds an event to the route's stream exactly as ingest does; returns
 /// its id.
-pub async fn add_event(
-    conn: &mut MultiplexedConnection,
-    content_type: &str,
-    body: &[u8],
-) -> String {
+pub async fn add_event(conn: &mut RedisConnection, content_type: &str, body: &[u8]) -> String {
     let event = StoredEvent {
         content_type: content_type.to_owned(),
         body: body.to_vec(),
@@ -137,7 +145,7 @@ pub async fn add_event(
 }
 
 /// Adds `n` JSON events `{"n": i}`; returns their bodies.
-pub async fn add_events(conn: &mut MultiplexedConnection, n: usize) -> Vec<Vec<u8>> {
+pub async fn add_events(conn: &mut RedisConnection, n: usize) -> Vec<Vec<u8>> {
     let mut bodies = Vec::new();
     for i in 0..n {
         let body = format!("{{\"n\": {i}}}").into_bytes();
@@ -148,17 +156,17 @@ pub async fn add_events(conn: &mut MultiplexedConnection, n: usize) -> Vec<Vec<u
 }
 
 /// XLEN of a key.
-pub async fn xlen(conn: &mut MultiplexedConnection, key: &str) -> u64 {
+pub async fn xlen(conn: &mut RedisConnection, key: &str) -> u64 {
     redis::cmd("XLEN").arg(key).query_async(conn).await.unwrap()
 }
 
 /// HLEN of a key.
-pub async fn hlen(conn: &mut MultiplexedConnection, key: &str) -> u64 {
+pub async fn hlen(conn: &mut RedisConnection, key: &str) -> u64 {
     redis::cmd("HLEN").arg(key).query_async(conn).await.unwrap()
 }
 
 /// Pending entries of a destination's group.
-pub async fn pending(conn: &mut MultiplexedConnection, destination: &str) -> u64 {
+pub async fn pending(conn: &mut RedisConnection, destination: &str) -> u64 {
     let reply: Value = redis::cmd("XPENDING")
         .arg(keys().events())
         .arg(group_name(destination))
@@ -176,7 +184,7 @@ pub async fn pending(conn: &mut MultiplexedConnection, destination: &str) -> u64
 
 /// The entries of a stream as (id, field map).
 pub async fn entries(
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConnection,
     key: &str,
 ) -> Vec<(String, std::collections::HashMap<String, String>)> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -225,11 +233,7 @@ where
 
 /// Waits until every destination is done: the stream is trimmed to empty,
 /// nothing is pending and no retry state is left.
-pub async fn wait_all_done(
-    conn: &mut MultiplexedConnection,
-    destinations: &[&str],
-    limit: Duration,
-) {
+pub async fn wait_all_done(conn: &mut RedisConnection, destinations: &[&str], limit: Duration) {
     let keys = keys();
     let start = Instant::now();
     loop {

@@ -415,9 +415,7 @@ async fn a_waiting_retry_is_not_reclaimed_by_another_worker() {
 }
 
 /// XPENDING detail of destination `a`: (id, owner, idle ms, deliveries).
-async fn pending_detail(
-    conn: &mut redis::aio::MultiplexedConnection,
-) -> Vec<(String, String, u64, u64)> {
+async fn pending_detail(conn: &mut fanout_api::RedisConnection) -> Vec<(String, String, u64, u64)> {
     redis::cmd("XPENDING")
         .arg(keys().events())
         .arg("d:a")

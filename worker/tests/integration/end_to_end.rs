@@ -3,19 +3,21 @@
 //! delivered by a real `fanout-worker` to every destination, a flaky
 //! destination included, and Redis holds nothing afterwards. This is the
 //! promise "every 202 is eventually delivered or dead-lettered" checked
-//! across the seam between the two crates.
+//! across the seam between the two crates, on a single redis-server and on
+//! a 3-node Redis Cluster.
 
 use std::{collections::HashSet, time::Duration};
 
-use crate::common::{Worker, config, destination, keys, redis, routes_yaml, wait_all_done, xlen};
-use fanout_testkit::{Answer, RedisServer, Sink};
+use crate::common::{Worker, config_on, destination, keys, routes_yaml, wait_all_done, xlen};
+use fanout_api::RedisTarget;
+use fanout_testkit::{Answer, RedisCluster, RedisServer, Sink};
 use tokio::{net::TcpListener, sync::oneshot};
 
 /// Starts `fanout-ingest` on a free port; returns its base URL and a stop
 /// handle.
-async fn start_ingest(routes: &str, redis_url: &str) -> (String, oneshot::Sender<()>) {
+async fn start_ingest(routes: &str, redis: RedisTarget) -> (String, oneshot::Sender<()>) {
     let routes = fanout_api::parse_routes(routes).expect("valid routes");
-    let config = fanout_ingest::config::Config::new(routes, redis_url);
+    let config = fanout_ingest::config::Config::new(routes, redis);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -37,8 +39,24 @@ fn http_client() -> reqwest::Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_accepted_event_reaches_every_destination_once_acknowledged() {
-    let redis_server = RedisServer::start();
+async fn every_accepted_event_reaches_every_destination_once_on_a_single_server() {
+    let server = RedisServer::start();
+    every_accepted_event_reaches_every_destination_once(
+        RedisTarget::new(&server.url(), false).unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_event_reaches_every_destination_once_on_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    every_accepted_event_reaches_every_destination_once(
+        RedisTarget::new(&cluster.url(), true).unwrap(),
+    )
+    .await;
+}
+
+async fn every_accepted_event_reaches_every_destination_once(redis: RedisTarget) {
     let steady = Sink::ok().await;
     // The flaky destination fails the first attempt of every event.
     let flaky = Sink::scripted(|_, earlier| {
@@ -53,10 +71,10 @@ async fn every_accepted_event_reaches_every_destination_once_acknowledged() {
         destination("steady", &steady.url("/steady"), ""),
         destination("flaky", &flaky.url("/flaky"), ""),
     ]);
-    let (ingest, stop_ingest) = start_ingest(&routes, &redis_server.url()).await;
+    let (ingest, stop_ingest) = start_ingest(&routes, redis.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let worker = Worker::start(config(
-        &redis_server.url(),
+    let worker = Worker::start(config_on(
+        redis.clone(),
         &routes,
         dir.path(),
         "e2e",
@@ -103,7 +121,7 @@ async fn every_accepted_event_reaches_every_destination_once_acknowledged() {
         "one entry per distinct event"
     );
 
-    let mut conn = redis(&redis_server.url()).await;
+    let mut conn = redis.connect(Duration::from_secs(2), Duration::from_secs(5));
     wait_all_done(&mut conn, &["steady", "flaky"], Duration::from_secs(30)).await;
 
     // Every event reached each destination, byte for byte, with a webhook-id

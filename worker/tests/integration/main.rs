@@ -4,6 +4,7 @@
 
 mod common;
 
+mod cluster;
 mod consumers;
 mod delivery;
 mod end_to_end;
