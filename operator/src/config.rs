@@ -6,6 +6,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use fanout_api::connection::{RedisTarget, RedisTargetError, redact};
+
 /// How data-plane pods get their Redis URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisUrlSource {
@@ -50,6 +52,10 @@ pub struct DataPlaneConfig {
     pub image_pull_policy: String,
     /// How pods get the Redis URL.
     pub redis_url: RedisUrlSource,
+    /// The URL names a node of a Redis Cluster: pods get
+    /// `FANOUT_REDIS_CLUSTER=true` (and nothing when false, so the pods of a
+    /// single-server install never change).
+    pub redis_cluster: bool,
     /// IngressClass for routes whose `spec.ingest.ingress` names none
     /// (`None`: the cluster's default class).
     pub default_ingress_class: Option<String>,
@@ -81,8 +87,9 @@ pub struct OperatorConfig {
     pub namespace: Option<String>,
     /// Health and metrics listen address.
     pub listen: SocketAddr,
-    /// The Redis URL the operator reads backlogs from.
-    pub redis_url: String,
+    /// The Redis the operator reads backlogs from (URL checked, single
+    /// server or cluster).
+    pub redis: RedisTarget,
     /// What the data plane gets.
     pub data_plane: DataPlaneConfig,
     /// Leader election.
@@ -102,9 +109,20 @@ pub enum ConfigError {
     /// Unknown pull policy.
     #[error("--image-pull-policy must be Always, IfNotPresent or Never, not {0:?}")]
     PullPolicy(String),
-    /// The Redis URL is not a redis:// or rediss:// URL.
+    /// The data plane's Redis URL is not a redis:// or rediss:// URL
+    /// (password hidden).
     #[error("--redis-url (FANOUT_REDIS_URL) must start with redis:// or rediss://, got {0:?}")]
     RedisUrl(String),
+    /// The Redis URL cannot be used (malformed, or a database other than 0
+    /// with --redis-cluster); the text of the [`RedisTargetError`], password
+    /// hidden.
+    #[error("--redis-url (FANOUT_REDIS_URL): {0}")]
+    Redis(String),
+    /// The operator and the data plane would disagree about cluster mode.
+    #[error(
+        "the operator's Redis and the data plane's must both be a cluster or both not (--redis-cluster)"
+    )]
+    ClusterMismatch,
     /// Lease timings that cannot hold.
     #[error("lease timings must satisfy retry period < renew deadline < lease duration")]
     LeaseTimings,
@@ -123,14 +141,17 @@ impl OperatorConfig {
         ) {
             return Err(ConfigError::PullPolicy(dp.image_pull_policy.clone()));
         }
+        // The operator's own URL was checked by `RedisTarget::new`; the
+        // data plane's, when given as a value, is checked here (a Secret's
+        // is never read by the operator).
         let redis_ok = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
-        if !redis_ok(&self.redis_url) {
-            return Err(ConfigError::RedisUrl(self.redis_url.clone()));
+        if self.redis.is_cluster() != dp.redis_cluster {
+            return Err(ConfigError::ClusterMismatch);
         }
         if let RedisUrlSource::Value(url) = &dp.redis_url
             && !redis_ok(url)
         {
-            return Err(ConfigError::RedisUrl(url.clone()));
+            return Err(ConfigError::RedisUrl(redact(url)));
         }
         let lease = &self.lease;
         if !(lease.retry_period < lease.renew_deadline
@@ -181,6 +202,10 @@ pub struct RunArgs {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: String,
+    /// The Redis URL names a node of a Redis Cluster (any node: the others are
+    /// discovered); passed on to the data plane as FANOUT_REDIS_CLUSTER=true.
+    #[arg(long, env = "FANOUT_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// Give data-plane pods FANOUT_REDIS_URL from key `url` of this Secret
     /// (in each route's namespace) instead of the value of --redis-url.
     #[arg(long, env = "FANOUT_REDIS_URL_SECRET")]
@@ -206,9 +231,9 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The configuration these flags describe; [`OperatorConfig::validate`]
-    /// checks it.
-    pub fn into_config(self) -> OperatorConfig {
+    /// The configuration these flags describe, checked
+    /// ([`OperatorConfig::validate`] and the Redis URL).
+    pub fn into_config(self) -> Result<OperatorConfig, ConfigError> {
         let identity = self.identity.unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "fanout-operator".into());
             format!("{host}-{}", std::process::id())
@@ -217,25 +242,32 @@ impl RunArgs {
             Some(secret) => RedisUrlSource::Secret(secret),
             None => RedisUrlSource::Value(self.redis_url.clone()),
         };
-        OperatorConfig {
+        let redis = RedisTarget::new(&self.redis_url, self.redis_cluster)
+            .map_err(|e: RedisTargetError| ConfigError::Redis(e.to_string()))?;
+        let config = OperatorConfig {
             namespace: self.namespace,
             listen: self.listen,
-            redis_url: self.redis_url,
+            redis,
             data_plane: DataPlaneConfig {
                 image: self.image.unwrap_or_default(),
                 image_pull_policy: self.image_pull_policy,
                 redis_url: data_plane_redis,
+                redis_cluster: self.redis_cluster,
                 default_ingress_class: self.ingress_class,
                 resources: Resources::default(),
             },
             lease: LeaseConfig::with_defaults(self.lease_name, self.lease_namespace, identity),
             refresh_interval: Duration::from_secs(self.refresh_seconds.max(1)),
-        }
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use clap::Parser;
+
     use super::*;
 
     /// A valid configuration for tests.
@@ -243,17 +275,31 @@ pub(crate) mod tests {
         OperatorConfig {
             namespace: None,
             listen: "127.0.0.1:0".parse().unwrap(),
-            redis_url: "redis://127.0.0.1:6379".into(),
+            redis: RedisTarget::new("redis://127.0.0.1:6379", false).unwrap(),
             data_plane: DataPlaneConfig {
                 image: "ghcr.io/fanout-dev/fanout:0.1.0".into(),
                 image_pull_policy: "IfNotPresent".into(),
                 redis_url: RedisUrlSource::Value("redis://redis.fanout-system.svc:6379".into()),
+                redis_cluster: false,
                 default_ingress_class: None,
                 resources: Resources::default(),
             },
             lease: LeaseConfig::with_defaults("fanout-operator", None, "me"),
             refresh_interval: Duration::from_secs(30),
         }
+    }
+
+    /// `fanout-operator run`'s flags, parsed as the binary parses them.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn from_flags(args: &[&str]) -> Result<OperatorConfig, ConfigError> {
+        let mut argv = vec!["fanout-operator", "--image", "fanout:1"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).unwrap().run.into_config()
     }
 
     #[test]
@@ -266,10 +312,45 @@ pub(crate) mod tests {
         c.data_plane.image_pull_policy = "always".into();
         assert!(matches!(c.validate(), Err(ConfigError::PullPolicy(_))));
         let mut c = config();
-        c.redis_url = "http://x".into();
+        c.data_plane.redis_url = RedisUrlSource::Value("http://x".into());
         assert!(matches!(c.validate(), Err(ConfigError::RedisUrl(_))));
+        let mut c = config();
+        c.data_plane.redis_cluster = true;
+        assert_eq!(c.validate(), Err(ConfigError::ClusterMismatch));
         let mut c = config();
         c.lease.renew_deadline = Duration::from_secs(20);
         assert_eq!(c.validate(), Err(ConfigError::LeaseTimings));
+    }
+
+    #[test]
+    fn redis_cluster_is_off_by_default_and_reaches_the_data_plane_when_on() {
+        let single = from_flags(&["--redis-url", "redis://redis:6379"]).unwrap();
+        assert!(!single.redis.is_cluster());
+        assert!(!single.data_plane.redis_cluster);
+
+        let cluster =
+            from_flags(&["--redis-url", "redis://node-0:6379", "--redis-cluster"]).unwrap();
+        assert!(cluster.redis.is_cluster());
+        assert!(cluster.data_plane.redis_cluster);
+        assert_eq!(
+            cluster.data_plane.redis_url,
+            RedisUrlSource::Value("redis://node-0:6379".into())
+        );
+    }
+
+    #[test]
+    fn the_operators_redis_url_is_checked_at_startup() {
+        let refused = |args: &[&str]| match from_flags(args) {
+            Err(e @ ConfigError::Redis(_)) => e.to_string(),
+            other => panic!("{args:?} must be refused as a Redis URL, got {other:?}"),
+        };
+        let message = refused(&["--redis-url", "redis://node-0:6379/2", "--redis-cluster"]);
+        assert!(message.starts_with("--redis-url"), "{message}");
+        assert!(message.contains("database 0"), "{message}");
+        // Database 2 of a single server is fine.
+        assert!(from_flags(&["--redis-url", "redis://redis:6379/2"]).is_ok());
+
+        let message = refused(&["--redis-url", "http://user:secret@redis:6379"]);
+        assert!(!message.contains("secret"), "{message}");
     }
 }

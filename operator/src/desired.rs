@@ -228,7 +228,7 @@ pub fn build(route: &FanoutRoute, config: &DataPlaneConfig) -> Result<DesiredObj
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        env: Some(vec![redis_env(&config.redis_url)]),
+        env: Some(redis_env(config)),
         liveness_probe: Some(probe("/healthz", "http", 10)),
         readiness_probe: Some(probe("/readyz", "http", 5)),
         volume_mounts: Some(mounts(&ingest_secrets)),
@@ -276,25 +276,29 @@ pub fn build(route: &FanoutRoute, config: &DataPlaneConfig) -> Result<DesiredObj
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        env: Some(vec![
-            redis_env(&config.redis_url),
-            EnvVar {
-                name: "FANOUT_SHUTDOWN_GRACE".into(),
-                value: Some(format!("{shutdown_grace}s")),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "FANOUT_CONSUMER".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
-        ]),
+        env: Some(
+            redis_env(config)
+                .into_iter()
+                .chain([
+                    EnvVar {
+                        name: "FANOUT_SHUTDOWN_GRACE".into(),
+                        value: Some(format!("{shutdown_grace}s")),
+                        ..EnvVar::default()
+                    },
+                    EnvVar {
+                        name: "FANOUT_CONSUMER".into(),
+                        value_from: Some(EnvVarSource {
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.name".into(),
+                                ..ObjectFieldSelector::default()
+                            }),
+                            ..EnvVarSource::default()
+                        }),
+                        ..EnvVar::default()
+                    },
+                ])
+                .collect(),
+        ),
         liveness_probe: Some(probe("/healthz", "metrics", 10)),
         readiness_probe: Some(probe("/readyz", "metrics", 5)),
         volume_mounts: Some(mounts(&worker_secrets)),
@@ -411,7 +415,21 @@ fn selector_labels(route: &str, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn redis_env(source: &RedisUrlSource) -> EnvVar {
+/// `FANOUT_REDIS_URL`, and `FANOUT_REDIS_CLUSTER=true` only in cluster mode
+/// (left out otherwise, so single-server pod templates stay as they were).
+fn redis_env(config: &DataPlaneConfig) -> Vec<EnvVar> {
+    let mut env = vec![redis_url_env(&config.redis_url)];
+    if config.redis_cluster {
+        env.push(EnvVar {
+            name: "FANOUT_REDIS_CLUSTER".into(),
+            value: Some("true".into()),
+            ..EnvVar::default()
+        });
+    }
+    env
+}
+
+fn redis_url_env(source: &RedisUrlSource) -> EnvVar {
     match source {
         RedisUrlSource::Value(url) => EnvVar {
             name: "FANOUT_REDIS_URL".into(),

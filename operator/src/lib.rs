@@ -43,9 +43,6 @@ pub enum RunError {
     /// The startup check failed.
     #[error(transparent)]
     Startup(#[from] controller::StartupError),
-    /// The Redis URL is unusable.
-    #[error("unusable --redis-url (FANOUT_REDIS_URL)")]
-    Redis(#[from] stats::StatsError),
     /// The health endpoint could not listen.
     #[error("cannot listen on {addr}")]
     Listen {
@@ -79,7 +76,12 @@ pub async fn run(config: OperatorConfig, shutdown: CancellationToken) -> Result<
         "FanoutRoute CRD found"
     );
 
-    let stats = stats::RedisStats::new(&config.redis_url, STATS_TIMEOUT)?;
+    info!(
+        redis = %config.redis.redacted_url(),
+        redis_cluster = config.redis.is_cluster(),
+        "reading backlogs from Redis"
+    );
+    let stats = stats::RedisStats::new(&config.redis, STATS_TIMEOUT);
     let ctx = Arc::new(reconcile::Context::new(
         client.clone(),
         config.data_plane.clone(),

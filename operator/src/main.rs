@@ -65,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    fanout_operator::run(run.into_config(), shutdown)
+    let config = run.into_config().context("invalid configuration")?;
+    fanout_operator::run(config, shutdown)
         .await
         .context("fanout-operator stopped")
 }

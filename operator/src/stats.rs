@@ -5,12 +5,21 @@
 //! acknowledged, `pending`, which includes those waiting for a retry); dead
 //! letters are the length of its dead-letter stream. The key names come from
 //! `fanout_api::keys`, the same definitions ingest and worker use.
+//!
+//! On a Redis Cluster every command here names keys of one route only, which
+//! share the route's hash tag, so each goes to the one node that holds the
+//! route; nothing is pipelined across routes (a cluster refuses cross-slot
+//! pipelines and transactions).
 
 use std::time::Duration;
 
-use fanout_api::{RouteKeys, keys::group_name, route::DestinationStatus};
-use redis::{AsyncCommands, Value, aio::ConnectionManager};
-use tokio::sync::OnceCell;
+use fanout_api::{
+    RouteKeys,
+    connection::{RedisConnection, RedisTarget},
+    keys::group_name,
+    route::DestinationStatus,
+};
+use redis::{AsyncCommands, Value};
 
 /// Most entries counted one by one when Redis cannot tell a group's lag
 /// (after deletions in the stream); the backlog then reads at most this.
@@ -27,22 +36,22 @@ pub enum StatsError {
     Timeout(Duration),
 }
 
-/// Reads backlogs from one Redis, connecting lazily and reconnecting by
-/// itself (a `ConnectionManager`).
+/// Reads backlogs from one Redis server or Redis Cluster, through a
+/// connection that connects on first use and reconnects by itself.
 pub struct RedisStats {
-    client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    connection: RedisConnection,
     timeout: Duration,
 }
 
 impl RedisStats {
-    /// A reader for `url`; nothing is connected until the first read.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, StatsError> {
-        Ok(Self {
-            client: redis::Client::open(url)?,
-            connection: OnceCell::new(),
+    /// A reader for `target`; nothing is connected until the first read,
+    /// and a read fails after `timeout`. Must be called inside a Tokio
+    /// runtime.
+    pub fn new(target: &RedisTarget, timeout: Duration) -> Self {
+        Self {
+            connection: target.connect(timeout, timeout),
             timeout,
-        })
+        }
     }
 
     /// Backlog and dead letters of each destination of the route, in the
@@ -67,11 +76,7 @@ impl RedisStats {
         route: &str,
         destinations: &[String],
     ) -> Result<Vec<DestinationStatus>, StatsError> {
-        let mut con = self
-            .connection
-            .get_or_try_init(|| async { ConnectionManager::new(self.client.clone()).await })
-            .await?
-            .clone();
+        let mut con = self.connection.clone();
         let keys = RouteKeys::new(namespace, route);
         let events = keys.events();
         let stream_len: i64 = con.xlen(&events).await?;
@@ -105,7 +110,7 @@ impl RedisStats {
     }
 }
 
-async fn exists(con: &mut ConnectionManager, key: &str) -> Result<bool, redis::RedisError> {
+async fn exists(con: &mut RedisConnection, key: &str) -> Result<bool, redis::RedisError> {
     con.exists(key).await
 }
 
@@ -120,7 +125,7 @@ struct GroupInfo {
 }
 
 async fn xinfo_groups(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     stream: &str,
 ) -> Result<Vec<GroupInfo>, redis::RedisError> {
     let reply: Value = redis::cmd("XINFO")
@@ -166,7 +171,7 @@ fn text(value: &Value) -> Option<String> {
 
 /// Entries after `id`, counted up to [`LAG_SCAN_LIMIT`].
 async fn count_after(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     stream: &str,
     id: &str,
 ) -> Result<i64, redis::RedisError> {

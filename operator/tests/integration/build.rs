@@ -19,6 +19,7 @@ fn config() -> DataPlaneConfig {
         image: "ghcr.io/fanout-dev/fanout:0.1.0".into(),
         image_pull_policy: "IfNotPresent".into(),
         redis_url: RedisUrlSource::Value("redis://redis.fanout-system.svc:6379".into()),
+        redis_cluster: false,
         default_ingress_class: None,
         resources: Resources::default(),
     }
@@ -434,6 +435,64 @@ fn redis_url_can_come_from_a_secret_instead_of_a_value() {
         );
         assert!(!env.to_string().contains("redis://"));
     }
+}
+
+fn env_names(deployment: &Deployment) -> Vec<String> {
+    pod(deployment).containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+#[test]
+fn redis_cluster_mode_is_passed_to_the_data_plane_only_when_on() {
+    let single = build(&route("full.yaml"), &config()).unwrap();
+    for deployment in [&single.ingest, &single.worker] {
+        assert!(
+            !env_names(deployment).contains(&"FANOUT_REDIS_CLUSTER".to_owned()),
+            "single-server pods must not get FANOUT_REDIS_CLUSTER (their templates would change)"
+        );
+    }
+
+    let mut c = config();
+    c.redis_cluster = true;
+    let cluster = build(&route("full.yaml"), &c).unwrap();
+    for deployment in [&cluster.ingest, &cluster.worker] {
+        let env = json(&pod(deployment).containers[0].env);
+        let found: Vec<_> = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "FANOUT_REDIS_CLUSTER")
+            .collect();
+        assert_eq!(
+            found,
+            [&serde_json::json!({"name": "FANOUT_REDIS_CLUSTER", "value": "true"})]
+        );
+    }
+    // Only the env differs: the ConfigMap and the config hash stay the same.
+    assert_eq!(cluster.config_map, single.config_map);
+    assert_eq!(cluster.config_hash, single.config_hash);
+    let mut without = cluster.worker.clone();
+    pod_mut(&mut without).containers[0]
+        .env
+        .as_mut()
+        .unwrap()
+        .retain(|e| e.name != "FANOUT_REDIS_CLUSTER");
+    assert_eq!(without, single.worker);
+}
+
+fn pod_mut(deployment: &mut Deployment) -> &mut PodSpec {
+    deployment
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
 }
 
 #[test]

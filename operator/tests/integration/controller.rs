@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::common::mock;
+use fanout_api::connection::RedisTarget;
 use fanout_operator::{
     config::{DataPlaneConfig, RedisUrlSource, Resources},
     controller::{StartupError, check_crd},
@@ -56,10 +57,14 @@ async fn the_controller_lists_then_watches_routes_and_only_its_own_objects() {
             image: "img".into(),
             image_pull_policy: "IfNotPresent".into(),
             redis_url: RedisUrlSource::Value("redis://127.0.0.1:1".into()),
+            redis_cluster: false,
             default_ingress_class: None,
             resources: Resources::default(),
         },
-        RedisStats::new("redis://127.0.0.1:1", Duration::from_secs(1)).unwrap(),
+        RedisStats::new(
+            &RedisTarget::new("redis://127.0.0.1:1", false).unwrap(),
+            Duration::from_secs(1),
+        ),
         Arc::new(Metrics::default()),
         Duration::from_secs(30),
         None,

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::common::{APPLY, ApiServer, mock};
-use fanout_api::FanoutRoute;
+use fanout_api::{FanoutRoute, connection::RedisTarget};
 use fanout_operator::{
     config::{DataPlaneConfig, RedisUrlSource, Resources},
     metrics::Metrics,
@@ -32,10 +32,14 @@ fn context(client: kube::Client, redis_url: &str) -> Arc<Context> {
         image: "ghcr.io/fanout-dev/fanout:0.1.0".into(),
         image_pull_policy: "IfNotPresent".into(),
         redis_url: RedisUrlSource::Value("redis://redis:6379".into()),
+        redis_cluster: false,
         default_ingress_class: None,
         resources: Resources::default(),
     };
-    let stats = RedisStats::new(redis_url, Duration::from_secs(2)).unwrap();
+    let stats = RedisStats::new(
+        &RedisTarget::new(redis_url, false).unwrap(),
+        Duration::from_secs(2),
+    );
     Arc::new(Context::new(
         client,
         data_plane,

@@ -1,22 +1,31 @@
-//! The backlog reader against a real redis-server, with consumer groups set
-//! up the way the workers use them (keys from `fanout_api::keys`).
+//! The backlog reader against a real redis-server and a real Redis Cluster,
+//! with consumer groups set up the way the workers use them (keys from
+//! `fanout_api::keys`).
 
 use std::time::Duration;
 
-use fanout_api::{RouteKeys, keys::group_name, route::DestinationStatus};
+use fanout_api::{
+    RouteKeys,
+    connection::{RedisConnection, RedisTarget},
+    keys::group_name,
+    route::DestinationStatus,
+};
 use fanout_operator::stats::RedisStats;
-use fanout_testkit::RedisServer;
-use redis::aio::MultiplexedConnection;
+use fanout_testkit::{RedisCluster, RedisServer};
 
-async fn connect(redis: &RedisServer) -> MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+fn target(url: &str, cluster: bool) -> RedisTarget {
+    RedisTarget::new(url, cluster).unwrap()
 }
 
-async fn add(con: &mut MultiplexedConnection, key: &str, count: usize) -> Vec<String> {
+fn stats_of(target: &RedisTarget) -> RedisStats {
+    RedisStats::new(target, Duration::from_secs(2))
+}
+
+fn connect(target: &RedisTarget) -> RedisConnection {
+    target.connect(Duration::from_secs(2), Duration::from_secs(2))
+}
+
+async fn add(con: &mut RedisConnection, key: &str, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..count {
         let id: String = redis::cmd("XADD")
@@ -32,19 +41,20 @@ async fn add(con: &mut MultiplexedConnection, key: &str, count: usize) -> Vec<St
     ids
 }
 
-async fn create_group(con: &mut MultiplexedConnection, stream: &str, destination: &str) {
+async fn create_group(con: &mut RedisConnection, stream: &str, destination: &str) {
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
         .arg(group_name(destination))
         .arg("0")
+        .arg("MKSTREAM")
         .query_async(con)
         .await
         .unwrap();
 }
 
 async fn read_group(
-    con: &mut MultiplexedConnection,
+    con: &mut RedisConnection,
     stream: &str,
     destination: &str,
     count: usize,
@@ -79,7 +89,8 @@ fn expected(name: &str, backlog: i64, dead_letters: i64) -> DestinationStatus {
 #[tokio::test]
 async fn backlog_is_unread_plus_pending_per_group_and_dead_letters_are_counted() {
     let redis = RedisServer::start();
-    let mut con = connect(&redis).await;
+    let redis = target(&redis.url(), false);
+    let mut con = connect(&redis);
     let keys = RouteKeys::new("shop", "orders");
     let events = keys.events();
     add(&mut con, &events, 10).await;
@@ -98,7 +109,7 @@ async fn backlog_is_unread_plus_pending_per_group_and_dead_letters_are_counted()
     read_group(&mut con, &events, "slow", 3).await;
     add(&mut con, &keys.dead_letters("slow"), 4).await;
 
-    let stats = RedisStats::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let stats = stats_of(&redis);
     let read = stats
         .read("shop", "orders", &names(&["fast", "slow", "new"]))
         .await
@@ -117,7 +128,8 @@ async fn backlog_is_unread_plus_pending_per_group_and_dead_letters_are_counted()
 #[tokio::test]
 async fn backlog_is_counted_when_deletions_hide_the_lag() {
     let redis = RedisServer::start();
-    let mut con = connect(&redis).await;
+    let redis = target(&redis.url(), false);
+    let mut con = connect(&redis);
     let keys = RouteKeys::new("shop", "orders");
     let events = keys.events();
     let ids = add(&mut con, &events, 10).await;
@@ -130,7 +142,7 @@ async fn backlog_is_counted_when_deletions_hide_the_lag() {
         .query_async(&mut con)
         .await
         .unwrap();
-    let stats = RedisStats::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let stats = stats_of(&redis);
     let read = stats.read("shop", "orders", &names(&["a"])).await.unwrap();
     assert_eq!(read, vec![expected("a", 3 + 6, 0)]);
 }
@@ -138,7 +150,7 @@ async fn backlog_is_counted_when_deletions_hide_the_lag() {
 #[tokio::test]
 async fn a_route_with_no_events_yet_has_no_backlog() {
     let redis = RedisServer::start();
-    let stats = RedisStats::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let stats = stats_of(&target(&redis.url(), false));
     let read = stats
         .read("shop", "orders", &names(&["a", "b"]))
         .await
@@ -149,10 +161,63 @@ async fn a_route_with_no_events_yet_has_no_backlog() {
 #[tokio::test]
 async fn unreachable_redis_is_an_error_not_a_hang() {
     let url = RedisServer::start().url(); // stopped when dropped
-    let stats = RedisStats::new(&url, Duration::from_secs(2)).unwrap();
+    let stats = stats_of(&target(&url, false));
     let error = stats
         .read("shop", "orders", &names(&["a"]))
         .await
         .unwrap_err();
     assert!(error.to_string().starts_with("redis"), "{error}");
+}
+
+/// Two routes held by different nodes of a cluster: each route's keys share
+/// its hash tag, so every read goes to the node that holds the route.
+#[tokio::test]
+async fn backlogs_of_routes_on_different_cluster_nodes_are_read() {
+    let cluster = RedisCluster::start(3);
+    let port_of = |route: &str| {
+        cluster
+            .node_of(&RouteKeys::new("shop", route).events())
+            .port()
+    };
+    let first = "orders";
+    let second = (0..)
+        .map(|i| format!("route-{i}"))
+        .find(|name| port_of(name) != port_of(first))
+        .unwrap();
+    let redis = target(&cluster.url(), true);
+    let mut con = connect(&redis);
+
+    // orders: 5 events; "a" read 2 and acknowledged 1; "b" has 1 dead letter.
+    let orders = RouteKeys::new("shop", first);
+    create_group(&mut con, &orders.events(), "a").await;
+    create_group(&mut con, &orders.events(), "b").await;
+    add(&mut con, &orders.events(), 5).await;
+    let read = read_group(&mut con, &orders.events(), "a", 2).await;
+    let _: i64 = redis::cmd("XACK")
+        .arg(orders.events())
+        .arg(group_name("a"))
+        .arg(&read[0])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    add(&mut con, &orders.dead_letters("b"), 1).await;
+    // The second route: 3 events, all read by "a", none acknowledged; 2 dead letters.
+    let other = RouteKeys::new("shop", &second);
+    create_group(&mut con, &other.events(), "a").await;
+    add(&mut con, &other.events(), 3).await;
+    read_group(&mut con, &other.events(), "a", 3).await;
+    add(&mut con, &other.dead_letters("a"), 2).await;
+
+    let stats = stats_of(&redis);
+    assert_eq!(
+        stats
+            .read("shop", first, &names(&["a", "b"]))
+            .await
+            .unwrap(),
+        vec![expected("a", 4, 0), expected("b", 5, 1)]
+    );
+    assert_eq!(
+        stats.read("shop", &second, &names(&["a"])).await.unwrap(),
+        vec![expected("a", 3, 2)]
+    );
 }
