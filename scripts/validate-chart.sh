@@ -176,6 +176,32 @@ for values in "${values_sets[@]}"; do
     fi
 done
 
+# 3c. Redis Cluster mode reaches the operator (FANOUT_REDIS_CLUSTER=true) in
+#     the external-cluster render, and no other render sets it.
+cluster_render=$work/render-external-redis-cluster-values.yaml
+if [[ ! -f $cluster_render ]]; then
+    fail "Redis Cluster render missing ($CHART/ci/external-redis-cluster-values.yaml)"
+else
+    for render in "${renders[@]}"; do
+        got=$(PYTHONPATH=$PY_DIR python3 -c '
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "Deployment":
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for e in c.get("env", []):
+                if e["name"] == "FANOUT_REDIS_CLUSTER":
+                    print(e.get("value"))
+' "$render")
+        want=""
+        [[ $render == "$cluster_render" ]] && want=true
+        if [[ $got == "$want" ]]; then
+            pass "FANOUT_REDIS_CLUSTER ${want:-unset} in the operator ($(basename "$render" .yaml))"
+        else
+            fail "FANOUT_REDIS_CLUSTER is \"$got\", want \"$want\" ($(basename "$render" .yaml))"
+        fi
+    done
+fi
+
 # 4. The plain manifests in deploy/ are valid too.
 plain=()
 for f in deploy/*.yaml; do
