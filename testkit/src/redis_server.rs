@@ -3,14 +3,18 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use crate::TestCertificates;
 
 /// A `redis-server` child process with its own data directory.
 pub struct RedisServer {
     child: Child,
     port: u16,
+    tls: Option<(u16, TestCertificates)>,
     _dir: tempfile::TempDir,
 }
 
@@ -26,6 +30,48 @@ impl RedisServer {
     /// example `["--appendonly", "yes"]`).
     pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory for redis-server");
+        Self::start_in(dir, args)
+    }
+
+    /// Starts a redis-server that also accepts TLS on a second port, with a
+    /// certificate for 127.0.0.1 signed by a test CA ([`Self::tls_ca`]);
+    /// clients are not asked for certificates. The plain port stays open
+    /// for the test's own checks.
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory for redis-server");
+        let certs = TestCertificates::generate(dir.path());
+        let tls_port = free_port();
+        let path = |p: &Path| p.to_str().expect("UTF-8 temp path").to_owned();
+        let (tls_port_arg, cert, key, ca) = (
+            tls_port.to_string(),
+            path(&certs.cert),
+            path(&certs.key),
+            path(&certs.ca),
+        );
+        let mut server = Self::start_in(
+            dir,
+            &[
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--tls-port",
+                &tls_port_arg,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        server.tls = Some((tls_port, certs));
+        server
+    }
+
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Self {
         for _ in 0..5 {
             let port = free_port();
             let mut child = Command::new("redis-server")
@@ -42,6 +88,7 @@ impl RedisServer {
                 return Self {
                     child,
                     port,
+                    tls: None,
                     _dir: dir,
                 };
             }
@@ -61,6 +108,19 @@ impl RedisServer {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` of a server started with
+    /// [`Self::start_tls`].
+    pub fn tls_url(&self) -> String {
+        let (port, _) = self.tls.as_ref().expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}")
+    }
+
+    /// The CA certificate (PEM file) that signed the TLS port's certificate.
+    pub fn tls_ca(&self) -> &Path {
+        let (_, certs) = self.tls.as_ref().expect("started with start_tls");
+        &certs.ca
     }
 }
 

@@ -9,3 +9,4 @@ mod cluster;
 mod event_id;
 mod idempotency_auth_load;
 mod redis_trouble;
+mod tls;
