@@ -63,12 +63,10 @@ async fn a_cluster_with_routes_on_different_nodes() {
 
     // Two routes whose hash tags land on different nodes.
     let orders = RouteKeys::new("shop", "orders");
-    let other = (0..)
-        .map(|i| RouteKeys::new("shop", &format!("route-{i}")))
-        .find(|keys| {
-            cluster.node_of(&keys.events()).port() != cluster.node_of(&orders.events()).port()
-        })
-        .unwrap();
+    let other = RouteKeys::new(
+        "shop",
+        &cluster.name_on_another_node("orders", |name| RouteKeys::new("shop", name).events()),
+    );
     for keys in [&orders, &other] {
         exercise(&mut conn, keys).await;
         // The events are on the node that owns the slot, and only there.

@@ -95,6 +95,17 @@ impl RedisCluster {
         &self.nodes[index]
     }
 
+    /// The first name of `route-0`, `route-1`, ... whose key (`key_of`
+    /// the name) is on another node than `name`'s, so that a test can put
+    /// two routes on two nodes.
+    pub fn name_on_another_node(&self, name: &str, key_of: impl Fn(&str) -> String) -> String {
+        let taken = self.node_of(&key_of(name)).port();
+        (0..)
+            .map(|i| format!("route-{i}"))
+            .find(|candidate| self.node_of(&key_of(candidate)).port() != taken)
+            .expect("a cluster of 3 or more nodes holds names on each")
+    }
+
     fn slot_range(&self, index: usize) -> (u32, u32) {
         let n = self.nodes.len() as u32;
         let i = index as u32;

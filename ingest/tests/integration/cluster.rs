@@ -15,15 +15,8 @@ use crate::common::*;
 /// A route in namespace `shop` whose keys are on another node than
 /// `shop/orders`'s, and the routes file of both.
 fn two_routes_on_two_nodes(cluster: &RedisCluster) -> (String, String) {
-    let node_of = |name: &str| {
-        cluster
-            .node_of(&RouteKeys::new("shop", name).events())
-            .port()
-    };
-    let other = (0..)
-        .map(|i| format!("route-{i}"))
-        .find(|name| node_of(name) != node_of("orders"))
-        .unwrap();
+    let other =
+        cluster.name_on_another_node("orders", |name| RouteKeys::new("shop", name).events());
     let routes = format!(
         r#"
 apiVersion: fanout.dev/v1alpha1

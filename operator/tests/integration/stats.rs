@@ -174,16 +174,8 @@ async fn unreachable_redis_is_an_error_not_a_hang() {
 #[tokio::test]
 async fn backlogs_of_routes_on_different_cluster_nodes_are_read() {
     let cluster = RedisCluster::start(3);
-    let port_of = |route: &str| {
-        cluster
-            .node_of(&RouteKeys::new("shop", route).events())
-            .port()
-    };
     let first = "orders";
-    let second = (0..)
-        .map(|i| format!("route-{i}"))
-        .find(|name| port_of(name) != port_of(first))
-        .unwrap();
+    let second = cluster.name_on_another_node(first, |name| RouteKeys::new("shop", name).events());
     let redis = target(&cluster.url(), true);
     let mut con = connect(&redis);
 

@@ -34,15 +34,8 @@ fn route_yaml(name: &str, destinations: &[String]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_on_different_nodes_are_delivered_dead_lettered_and_trimmed() {
     let cluster = RedisCluster::start(3);
-    let node_of = |name: &str| {
-        cluster
-            .node_of(&RouteKeys::new("test", name).events())
-            .port()
-    };
-    let other = (0..)
-        .map(|i| format!("route-{i}"))
-        .find(|name| node_of(name) != node_of("orders"))
-        .unwrap();
+    let other =
+        cluster.name_on_another_node("orders", |name| RouteKeys::new("test", name).events());
     let (orders, second) = (
         RouteKeys::new("test", "orders"),
         RouteKeys::new("test", &other),
