@@ -202,6 +202,25 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
     done
 fi
 
+# 3d. An external rediss:// URL keeps its scheme when the password Secret is
+#     spliced in (TLS to Redis), in the external-redis render.
+tls_render=$work/render-external-redis-values.yaml
+want='rediss://:$(REDIS_PASSWORD)@redis-master.data.svc:6380/0'
+got=$(PYTHONPATH=$PY_DIR python3 -c '
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "Deployment":
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for e in c.get("env", []):
+                if e["name"] == "FANOUT_REDIS_URL":
+                    print(e.get("value"))
+' "$tls_render" 2>/dev/null || true)
+if [[ $got == "$want" ]]; then
+    pass "external rediss:// URL with the password Secret spliced in"
+else
+    fail "operator FANOUT_REDIS_URL is \"$got\", want \"$want\" ($tls_render)"
+fi
+
 # 4. The plain manifests in deploy/ are valid too.
 plain=()
 for f in deploy/*.yaml; do

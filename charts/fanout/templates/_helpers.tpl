@@ -93,7 +93,7 @@ the REDIS_PASSWORD variable defined before FANOUT_REDIS_URL in the container.
 */}}
 {{- define "fanout.redisURL" -}}
 {{- if and .Values.redis.external.url .Values.redis.external.passwordSecret.name }}
-{{- .Values.redis.external.url | replace "redis://" "redis://:$(REDIS_PASSWORD)@" }}
+{{- regexReplaceAll "^(rediss?://)" .Values.redis.external.url "${1}:$(REDIS_PASSWORD)@" }}
 {{- else if .Values.redis.external.url }}
 {{- .Values.redis.external.url }}
 {{- else }}
