@@ -48,9 +48,13 @@ impl RouteKeys {
     }
 }
 
+/// What every destination's consumer group name starts with; groups
+/// without it are not fanout's own.
+pub const GROUP_PREFIX: &str = "d:";
+
 /// The consumer group of a destination on the route's stream.
 pub fn group_name(destination: &str) -> String {
-    format!("d:{destination}")
+    format!("{GROUP_PREFIX}{destination}")
 }
 
 #[cfg(test)]

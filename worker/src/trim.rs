@@ -2,14 +2,17 @@
 //! oldest entries, and the per-destination backlog gauge.
 //!
 //! About once a second, per route: XINFO GROUPS on the route's stream; for
-//! each configured destination's group the oldest entry it still needs is its
-//! smallest pending id (XPENDING summary) when it has pending entries, else
-//! the id just after its last-delivered id; the stream is trimmed exactly
-//! (`XTRIM MINID`, not `~`) to the smallest of those, so it is empty when all
-//! deliveries are done. Groups of destinations no longer in the routes file
-//! are ignored (delete them with `XGROUP DESTROY`); while a configured
-//! destination's group does not exist yet nothing is trimmed. Every worker
-//! replica runs this; the trims are idempotent.
+//! each group the oldest entry it still needs is its smallest pending id
+//! (XPENDING summary) when it has pending entries, else the id just after
+//! its last-delivered id; the stream is trimmed exactly (`XTRIM MINID`, not
+//! `~`) to the smallest of those, so it is empty when all deliveries are
+//! done. Every group on the stream counts, not only the destinations this
+//! worker is configured with: during a rollout that adds a destination, the
+//! workers still on the old routes must not trim what the new group has not
+//! read. Groups nobody reads any more are destroyed by
+//! [`crate::consumers`]. While a configured destination's group does not
+//! exist yet nothing is trimmed. Every worker replica runs this; the trims
+//! are idempotent.
 
 use std::{sync::Arc, time::Duration};
 
@@ -128,33 +131,38 @@ pub async fn trim_once(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut progress = Vec::new();
-    let mut complete = true;
-    for dest in &route.destinations {
+    let complete = route.destinations.iter().all(|dest| {
         let group = fanout_api::keys::group_name(&dest.name);
-        let Some(found) = info.groups.iter().find(|g| g.name == group) else {
-            complete = false;
-            continue;
-        };
+        info.groups.iter().any(|g| g.name == group)
+    });
+    let mut progress = Vec::with_capacity(info.groups.len());
+    for found in &info.groups {
         let last_delivered =
             StreamId::parse(&found.last_delivered_id).ok_or(StoreError::Reply("XINFO GROUPS"))?;
         let first_pending = if found.pending > 0 {
-            first_pending(conn, &stream, &group).await?
+            first_pending(conn, &stream, &found.name).await?
         } else {
             None
         };
-        let lag = match found.lag {
-            Some(lag) => lag as u64,
-            // Redis cannot tell the lag (rare, after deletions): count it.
-            None => count_after(conn, &stream, last_delivered).await?,
-        };
-        metrics
-            .backlog
-            .get_or_create(&DestinationLabels {
-                route: route_label.to_owned(),
-                destination: dest.name.clone(),
-            })
-            .set((lag + found.pending as u64) as i64);
+        // The backlog gauge is for this worker's own destinations.
+        if let Some(dest) = route
+            .destinations
+            .iter()
+            .find(|d| fanout_api::keys::group_name(&d.name) == found.name)
+        {
+            let lag = match found.lag {
+                Some(lag) => lag as u64,
+                // Redis cannot tell the lag (rare, after deletions): count it.
+                None => count_after(conn, &stream, last_delivered).await?,
+            };
+            metrics
+                .backlog
+                .get_or_create(&DestinationLabels {
+                    route: route_label.to_owned(),
+                    destination: dest.name.clone(),
+                })
+                .set((lag + found.pending as u64) as i64);
+        }
         progress.push(GroupProgress {
             pending: found.pending as u64,
             first_pending,

@@ -342,6 +342,68 @@ async fn the_stream_is_trimmed_to_empty_after_all_deliveries() {
     worker.stop().await;
 }
 
+/// A destination being added during a rollout: a newer worker has created
+/// its group, this (older) worker is not configured with it, and must not
+/// trim what that group has not read yet.
+#[tokio::test]
+async fn a_group_this_worker_does_not_know_holds_the_stream_until_it_has_read() {
+    let redis = RedisServer::start();
+    let sink = Sink::ok().await;
+    let routes = routes_yaml(&[destination("a", &sink.url("/"), "")]);
+    let dir = no_secrets();
+    let mut conn = crate::common::redis(&redis.url()).await;
+    let stream = keys().events();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("d:newer")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let worker = Worker::start(config(&redis.url(), &routes, dir.path(), "w1", VISIBILITY)).await;
+    let n = 5;
+    add_events(&mut conn, n).await;
+    sink.wait_until(LIMIT, |r| r.len() >= n).await;
+    wait_for(LIMIT, "a acknowledged everything", || {
+        let mut conn = conn.clone();
+        async move { pending(&mut conn, "a").await == 0 }
+    })
+    .await;
+    // Three trim rounds later, nothing is trimmed: "newer" read nothing.
+    tokio::time::sleep(3 * fanout_worker::trim::TRIM_EVERY).await;
+    assert_eq!(xlen(&mut conn, &stream).await, n as u64);
+
+    // The newer worker reads and acknowledges everything: trimmed to empty.
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("d:newer")
+        .arg("w2")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), n);
+    let _: i64 = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("d:newer")
+        .arg(&ids)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    wait_for(LIMIT, "the stream trimmed to empty", || {
+        let mut conn = conn.clone();
+        let stream = stream.clone();
+        async move { xlen(&mut conn, &stream).await == 0 }
+    })
+    .await;
+    worker.stop().await;
+}
+
 /// A plain HTTP/1.1 GET on loopback, returning the body text.
 async fn http_get(url: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
