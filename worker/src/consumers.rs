@@ -39,6 +39,20 @@ use crate::{store::StoreError, trim::StreamId};
 /// counts as gone.
 pub const DEAD_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 
+/// XINFO CONSUMERS of `group` on `stream`.
+async fn consumers(
+    conn: &mut impl ConnectionLike,
+    stream: &str,
+    group: &str,
+) -> Result<StreamInfoConsumersReply, StoreError> {
+    Ok(redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await?)
+}
+
 /// Deletes the consumers of `group` on `stream` that have no pending entries
 /// and have been idle longer than `idle_limit`; returns their names.
 pub async fn remove_dead_consumers(
@@ -47,12 +61,7 @@ pub async fn remove_dead_consumers(
     group: &str,
     idle_limit: Duration,
 ) -> Result<Vec<String>, StoreError> {
-    let reply: StreamInfoConsumersReply = redis::cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(stream)
-        .arg(group)
-        .query_async(conn)
-        .await?;
+    let reply = consumers(conn, stream, group).await?;
     let mut removed = Vec::new();
     for consumer in reply.consumers {
         if consumer.pending == 0 && consumer.idle as u128 > idle_limit.as_millis() {
@@ -82,12 +91,7 @@ pub async fn group_is_idle(
     group: &str,
     idle_limit: Duration,
 ) -> Result<bool, StoreError> {
-    let reply: StreamInfoConsumersReply = redis::cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(stream)
-        .arg(group)
-        .query_async(conn)
-        .await?;
+    let reply = consumers(conn, stream, group).await?;
     Ok(reply
         .consumers
         .iter()
