@@ -1,12 +1,13 @@
 //! [`RedisConnection`] against a real single server and a real 3-node
 //! cluster: the commands the data plane sends (pipelines, MULTI/EXEC,
 //! scripts, blocking stream reads) on routes held by different nodes, and
-//! `INFO` from every primary.
+//! `INFO` from every primary, and a connection made before its cluster
+//! exists.
 
 use std::time::Duration;
 
 use fanout_api::{RedisConnection, RedisTarget, RouteKeys};
-use fanout_testkit::{RedisCluster, RedisServer};
+use fanout_testkit::{RedisCluster, RedisServer, free_port};
 use redis::AsyncCommands;
 
 const CONNECT: Duration = Duration::from_secs(2);
@@ -80,4 +81,30 @@ async fn a_cluster_with_routes_on_different_nodes() {
     let info = conn.info_of_primaries("memory").await.unwrap();
     assert_eq!(info.len(), 3);
     assert!(info.iter().all(|text| text.contains("used_memory:")));
+}
+
+/// A service may start before its Redis Cluster: the connection is lazy,
+/// fails while there is no cluster, and works once the cluster is up.
+#[tokio::test]
+async fn a_cluster_connection_made_before_the_cluster_works_once_it_is_up() {
+    let ports = [free_port(), free_port(), free_port()];
+    let target = RedisTarget::new(&format!("redis://127.0.0.1:{}", ports[0]), true).unwrap();
+    let mut conn = target.connect(CONNECT, RESPONSE);
+    let before: Result<(), _> = conn.set("{shop/orders}:k", "v").await;
+    assert!(before.is_err(), "no cluster yet");
+
+    let _cluster = RedisCluster::start_on(&ports);
+    let mut stored = None;
+    for _ in 0..50 {
+        if conn.set::<_, _, ()>("{shop/orders}:k", "v").await.is_ok() {
+            stored = conn
+                .get::<_, Option<String>>("{shop/orders}:k")
+                .await
+                .ok()
+                .flatten();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored.as_deref(), Some("v"));
 }

@@ -31,6 +31,16 @@ impl RedisCluster {
     /// [`RedisCluster::start`] with extra configuration for every node (for
     /// example `["--maxmemory", "10mb"]`).
     pub fn start_with(primaries: usize, args: &[&str]) -> Self {
+        Self::start_nodes(primaries, args, None)
+    }
+
+    /// A cluster on these loopback ports (at least 3), for a test that must
+    /// know the address before the cluster exists.
+    pub fn start_on(ports: &[u16]) -> Self {
+        Self::start_nodes(ports.len(), &[], Some(ports))
+    }
+
+    fn start_nodes(primaries: usize, args: &[&str], ports: Option<&[u16]>) -> Self {
         assert!(primaries >= 3, "a Redis Cluster needs at least 3 primaries");
         let mut node_args = vec![
             "--save",
@@ -46,7 +56,10 @@ impl RedisCluster {
         ];
         node_args.extend_from_slice(args);
         let nodes: Vec<RedisServer> = (0..primaries)
-            .map(|_| RedisServer::start_with(&node_args))
+            .map(|i| match ports {
+                Some(ports) => RedisServer::start_on(ports[i], &node_args),
+                None => RedisServer::start_with(&node_args),
+            })
             .collect();
         let cluster = Self { nodes };
         for (index, node) in cluster.nodes.iter().enumerate() {

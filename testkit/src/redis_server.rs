@@ -30,7 +30,14 @@ impl RedisServer {
     /// example `["--appendonly", "yes"]`).
     pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory for redis-server");
-        Self::start_in(dir, args)
+        Self::start_in(dir, args, None)
+    }
+
+    /// [`Self::start_with`] on `port`, for a test that must know the address
+    /// before the server exists; panics if the port is taken.
+    pub fn start_on(port: u16, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory for redis-server");
+        Self::start_in(dir, args, Some(port))
     }
 
     /// Starts a redis-server that also accepts TLS on a second port, with a
@@ -66,14 +73,16 @@ impl RedisServer {
                 "--tls-auth-clients",
                 "no",
             ],
+            None,
         );
         server.tls = Some((tls_port, certs));
         server
     }
 
-    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Self {
-        for _ in 0..5 {
-            let port = free_port();
+    fn start_in(dir: tempfile::TempDir, args: &[&str], fixed_port: Option<u16>) -> Self {
+        let tries = if fixed_port.is_some() { 1 } else { 5 };
+        for _ in 0..tries {
+            let port = fixed_port.unwrap_or_else(free_port);
             let mut child = Command::new("redis-server")
                 .arg("--port")
                 .arg(port.to_string())
@@ -97,7 +106,10 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("redis-server did not start on a free port after 5 tries");
+        match fixed_port {
+            Some(port) => panic!("redis-server did not start on port {port}"),
+            None => panic!("redis-server did not start on a free port after 5 tries"),
+        }
     }
 
     /// `redis://127.0.0.1:<port>`.
