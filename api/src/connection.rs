@@ -12,13 +12,13 @@
 //! cluster is named with `--redis-cluster`, as with other Redis clients.
 //! Connections are lazy, so a service starts (not ready) while Redis is
 //! still down. `rediss://` URLs use TLS (rustls), verifying the server
-//! against the system's CA certificates, or the PEM file named by
-//! `SSL_CERT_FILE` when that is set.
+//! against the system's CA certificates, or only against the CA given with
+//! [`RedisTarget::with_ca_file`] (`--redis-ca-file`), for a private CA.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use redis::{
-    Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value,
+    Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, TlsCertificates, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
@@ -64,10 +64,48 @@ impl RedisTarget {
     /// its nodes (`cluster` true) at `url`
     /// (`redis[s]://[user:password@]host:port[/db]`, `rediss` for TLS).
     pub fn new(url: &str, cluster: bool) -> Result<Self, RedisTargetError> {
+        Self::build(url, cluster, None)
+    }
+
+    /// [`RedisTarget::new`] for a `rediss://` URL whose server certificate
+    /// is signed by the CA in the PEM file `ca_file` (`--redis-ca-file`):
+    /// that CA is then the only one trusted for Redis; the system's CAs
+    /// still serve everything else (https destinations).
+    pub fn with_ca_file(
+        url: &str,
+        cluster: bool,
+        ca_file: &Path,
+    ) -> Result<Self, RedisTargetError> {
         let refuse = |reason: String| RedisTargetError {
             url: redact(url),
             reason,
         };
+        if !url.starts_with("rediss://") {
+            return Err(refuse(format!(
+                "a CA file ({}) is for TLS: the URL must start with rediss://",
+                ca_file.display()
+            )));
+        }
+        let pem = std::fs::read(ca_file)
+            .map_err(|e| refuse(format!("cannot read CA file {}: {e}", ca_file.display())))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(refuse(format!(
+                "CA file {} holds no PEM certificate",
+                ca_file.display()
+            )));
+        }
+        Self::build(url, cluster, Some(pem))
+    }
+
+    fn build(url: &str, cluster: bool, ca: Option<Vec<u8>>) -> Result<Self, RedisTargetError> {
+        let refuse = |reason: String| RedisTargetError {
+            url: redact(url),
+            reason,
+        };
+        let certificates = ca.map(|pem| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        });
         let info = url
             .into_connection_info()
             .map_err(|e| refuse(e.to_string()))?;
@@ -80,18 +118,22 @@ impl RedisTarget {
             if info.redis_settings().db() != 0 {
                 return Err(refuse("Redis Cluster has only database 0".into()));
             }
+            let mut builder = ClusterClient::builder([info])
+                .retries(3)
+                .min_retry_wait(50)
+                .max_retry_wait(1_000);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
             Client::Cluster(Box::new(
-                ClusterClient::builder([info])
-                    .retries(3)
-                    .min_retry_wait(50)
-                    .max_retry_wait(1_000)
-                    .build()
-                    .map_err(|e| refuse(e.to_string()))?,
+                builder.build().map_err(|e| refuse(e.to_string()))?,
             ))
         } else {
-            Client::Single(Box::new(
-                redis::Client::open(info).map_err(|e| refuse(e.to_string()))?,
-            ))
+            let client = match certificates {
+                Some(certificates) => redis::Client::build_with_tls(info, certificates),
+                None => redis::Client::open(info),
+            };
+            Client::Single(Box::new(client.map_err(|e| refuse(e.to_string()))?))
         };
         Ok(Self {
             url: url.to_owned(),

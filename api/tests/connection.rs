@@ -108,3 +108,33 @@ async fn a_cluster_connection_made_before_the_cluster_works_once_it_is_up() {
     }
     assert_eq!(stored.as_deref(), Some("v"));
 }
+
+/// TLS with a private CA given as a file: that CA is trusted for Redis, a
+/// server signed by another CA is refused, and a CA file without a
+/// `rediss://` URL or without a certificate is refused at startup.
+#[tokio::test]
+async fn tls_with_a_private_ca_file() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = RedisServer::start_tls();
+    let trusted = RedisTarget::with_ca_file(&server.tls_url(), false, server.tls_ca()).unwrap();
+    let mut conn = trusted.connect(CONNECT, RESPONSE);
+    let () = conn.set("{shop/orders}:k", "over tls").await.unwrap();
+    let value: String = conn.get("{shop/orders}:k").await.unwrap();
+    assert_eq!(value, "over tls");
+
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = fanout_testkit::TestCertificates::generate(other.path()).ca;
+    let untrusted = RedisTarget::with_ca_file(&server.tls_url(), false, &other_ca).unwrap();
+    let refused: Result<String, _> = untrusted
+        .connect(CONNECT, RESPONSE)
+        .get("{shop/orders}:k")
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    let plain = RedisTarget::with_ca_file(&server.url(), false, server.tls_ca()).unwrap_err();
+    assert!(plain.reason.contains("rediss://"), "{plain}");
+    let not_pem = other.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let garbage = RedisTarget::with_ca_file(&server.tls_url(), false, &not_pem).unwrap_err();
+    assert!(garbage.reason.contains("no PEM certificate"), "{garbage}");
+}
