@@ -97,6 +97,19 @@ impl RedisTarget {
         Self::build(url, cluster, Some(pem))
     }
 
+    /// The target the `--redis-url`, `--redis-cluster` and
+    /// `--redis-ca-file` flags describe.
+    pub fn from_flags(
+        url: &str,
+        cluster: bool,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, RedisTargetError> {
+        match ca_file {
+            Some(ca_file) => Self::with_ca_file(url, cluster, ca_file),
+            None => Self::new(url, cluster),
+        }
+    }
+
     fn build(url: &str, cluster: bool, ca: Option<Vec<u8>>) -> Result<Self, RedisTargetError> {
         let refuse = |reason: String| RedisTargetError {
             url: redact(url),

@@ -39,6 +39,10 @@ pub struct Args {
     /// discovered from it).
     #[arg(long, env = "FANOUT_REDIS_CLUSTER")]
     pub redis_cluster: bool,
+    /// PEM file of the CA that signed the Redis server's certificate
+    /// (`rediss://` only); trusted instead of the system's CAs for Redis.
+    #[arg(long, env = "FANOUT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Address to serve HTTP on.
     #[arg(long, env = "FANOUT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -109,7 +113,11 @@ impl Config {
     /// configuration; [`Config::validate`] checks the rest.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
         let routes = load_routes_file(&args.routes)?;
-        let redis = RedisTarget::new(&args.redis_url, args.redis_cluster)?;
+        let redis = RedisTarget::from_flags(
+            &args.redis_url,
+            args.redis_cluster,
+            args.redis_ca_file.as_deref(),
+        )?;
         let mut config = Self::new(routes, redis);
         config.secrets_dir = args.secrets_dir.clone();
         config.redis_memory_watermark = args.redis_memory_watermark;

@@ -45,6 +45,11 @@ pub struct Args {
     /// discovered from it).
     #[arg(long, env = "FANOUT_REDIS_CLUSTER")]
     pub redis_cluster: bool,
+    /// PEM file of the CA that signed the Redis server's certificate
+    /// (`rediss://` only); trusted instead of the system's CAs for Redis
+    /// (https destinations still use the system's).
+    #[arg(long, env = "FANOUT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "FANOUT_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
@@ -200,7 +205,11 @@ impl Config {
             &routes,
             &args.secrets_dir,
             Settings {
-                redis: RedisTarget::new(&args.redis_url, args.redis_cluster)?,
+                redis: RedisTarget::from_flags(
+                    &args.redis_url,
+                    args.redis_cluster,
+                    args.redis_ca_file.as_deref(),
+                )?,
                 metrics_listen: args.metrics_listen,
                 consumer,
                 visibility_timeout: args.visibility_timeout.get(),

@@ -1,8 +1,7 @@
-//! TLS to Redis (`rediss://`), through the real `fanout-ingest` binary: the
-//! server's certificate is verified against the CA file named by
-//! `SSL_CERT_FILE` (set per child process; a test cannot set its own
-//! environment safely), so a trusted server stores events and an untrusted
-//! one is refused.
+//! TLS to Redis (`rediss://`), through the real `fanout-ingest` binary and
+//! its flags: the server's certificate is verified against the CA file of
+//! `--redis-ca-file`, so a trusted server stores events and one signed by
+//! another CA is refused.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -30,7 +29,8 @@ impl Ingest {
             .arg("--routes")
             .arg(&file)
             .args(["--redis-url", redis_url, "--listen", &listen])
-            .env("SSL_CERT_FILE", ca)
+            .arg("--redis-ca-file")
+            .arg(ca)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

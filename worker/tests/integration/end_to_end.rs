@@ -3,8 +3,8 @@
 //! delivered by a real `fanout-worker` to every destination, a flaky
 //! destination included, and Redis holds nothing afterwards. This is the
 //! promise "every 202 is eventually delivered or dead-lettered" checked
-//! across the seam between the two crates, on a single redis-server and on
-//! a 3-node Redis Cluster.
+//! across the seam between the two crates, on a single redis-server, on a
+//! 3-node Redis Cluster, and over TLS with a private CA.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -52,6 +52,15 @@ async fn every_accepted_event_reaches_every_destination_once_on_a_cluster() {
     let cluster = RedisCluster::start(3);
     every_accepted_event_reaches_every_destination_once(
         RedisTarget::new(&cluster.url(), true).unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_event_reaches_every_destination_once_over_tls() {
+    let server = RedisServer::start_tls();
+    every_accepted_event_reaches_every_destination_once(
+        RedisTarget::with_ca_file(&server.tls_url(), false, server.tls_ca()).unwrap(),
     )
     .await;
 }
