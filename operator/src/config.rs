@@ -4,7 +4,7 @@
 //! after that (the pure `build()`, the reconciler, the lease elector) reads
 //! this struct and never the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use fanout_api::connection::{RedisTarget, RedisTargetError, redact};
 
@@ -56,6 +56,11 @@ pub struct DataPlaneConfig {
     /// `FANOUT_REDIS_CLUSTER=true` (and nothing when false, so the pods of a
     /// single-server install never change).
     pub redis_cluster: bool,
+    /// A Secret (in each route's namespace) whose key `ca.crt` is the CA of
+    /// a Redis served over TLS with a private CA: pods mount it read-only
+    /// and get `FANOUT_REDIS_CA_FILE` (nothing when `None`, so the pods of an
+    /// install without it never change).
+    pub redis_ca_secret: Option<String>,
     /// IngressClass for routes whose `spec.ingest.ingress` names none
     /// (`None`: the cluster's default class).
     pub default_ingress_class: Option<String>,
@@ -90,6 +95,9 @@ pub struct OperatorConfig {
     /// The Redis the operator reads backlogs from (URL checked, single
     /// server or cluster).
     pub redis: RedisTarget,
+    /// The PEM file of the private CA `redis` trusts (`None`: the system's
+    /// CAs, or no TLS); for the startup log, the target already holds it.
+    pub redis_ca_file: Option<PathBuf>,
     /// What the data plane gets.
     pub data_plane: DataPlaneConfig,
     /// Leader election.
@@ -118,6 +126,22 @@ pub enum ConfigError {
     /// hidden.
     #[error("--redis-url (FANOUT_REDIS_URL): {0}")]
     Redis(String),
+    /// The Redis URL cannot be used with the CA file of --redis-ca-file (not
+    /// a rediss:// URL, the file unreadable or without a PEM certificate);
+    /// the text of the [`RedisTargetError`], password hidden.
+    #[error("--redis-url (FANOUT_REDIS_URL) with --redis-ca-file (FANOUT_REDIS_CA_FILE): {0}")]
+    RedisCaFile(String),
+    /// A CA Secret for the data plane, but its Redis URL (given as a value)
+    /// is not TLS (password hidden).
+    #[error(
+        "--redis-ca-secret (FANOUT_REDIS_CA_SECRET) is the CA of a Redis served over TLS: --redis-url (FANOUT_REDIS_URL) must start with rediss://, got {0:?}"
+    )]
+    CaSecretWithoutTls(String),
+    /// The CA Secret's name is not a Kubernetes object name.
+    #[error(
+        "--redis-ca-secret (FANOUT_REDIS_CA_SECRET) must name a Secret (lowercase letters, digits, '-' and '.', at most 253), got {0:?}"
+    )]
+    CaSecretName(String),
     /// The operator and the data plane would disagree about cluster mode.
     #[error(
         "the operator's Redis and the data plane's must both be a cluster or both not (--redis-cluster)"
@@ -153,6 +177,18 @@ impl OperatorConfig {
         {
             return Err(ConfigError::RedisUrl(redact(url)));
         }
+        if let Some(secret) = &dp.redis_ca_secret {
+            if !is_object_name(secret) {
+                return Err(ConfigError::CaSecretName(secret.clone()));
+            }
+            // A Secret's URL (--redis-url-secret) is never read by the
+            // operator: that one is the installer's to make rediss://.
+            if let RedisUrlSource::Value(url) = &dp.redis_url
+                && !url.starts_with("rediss://")
+            {
+                return Err(ConfigError::CaSecretWithoutTls(redact(url)));
+            }
+        }
         let lease = &self.lease;
         if !(lease.retry_period < lease.renew_deadline
             && lease.renew_deadline < lease.lease_duration)
@@ -161,6 +197,19 @@ impl OperatorConfig {
         }
         Ok(())
     }
+}
+
+/// A DNS subdomain name (RFC 1123), what a Secret's name must be.
+fn is_object_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 impl LeaseConfig {
@@ -210,6 +259,15 @@ pub struct RunArgs {
     /// (in each route's namespace) instead of the value of --redis-url.
     #[arg(long, env = "FANOUT_REDIS_URL_SECRET")]
     pub redis_url_secret: Option<String>,
+    /// PEM file of the private CA that signed the Redis server's certificate
+    /// (rediss:// only): the operator's own Redis connection trusts only it.
+    #[arg(long, env = "FANOUT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Mount key `ca.crt` of this Secret (in each route's namespace) into
+    /// data-plane pods and give them FANOUT_REDIS_CA_FILE pointing at it
+    /// (rediss:// only).
+    #[arg(long, env = "FANOUT_REDIS_CA_SECRET")]
+    pub redis_ca_secret: Option<String>,
     /// IngressClass for routes whose spec.ingest.ingress names none.
     #[arg(long, env = "FANOUT_INGRESS_CLASS")]
     pub ingress_class: Option<String>,
@@ -242,17 +300,25 @@ impl RunArgs {
             Some(secret) => RedisUrlSource::Secret(secret),
             None => RedisUrlSource::Value(self.redis_url.clone()),
         };
-        let redis = RedisTarget::new(&self.redis_url, self.redis_cluster)
-            .map_err(|e: RedisTargetError| ConfigError::Redis(e.to_string()))?;
+        let redis = match &self.redis_ca_file {
+            Some(ca_file) => {
+                RedisTarget::with_ca_file(&self.redis_url, self.redis_cluster, ca_file)
+                    .map_err(|e: RedisTargetError| ConfigError::RedisCaFile(e.to_string()))?
+            }
+            None => RedisTarget::new(&self.redis_url, self.redis_cluster)
+                .map_err(|e: RedisTargetError| ConfigError::Redis(e.to_string()))?,
+        };
         let config = OperatorConfig {
             namespace: self.namespace,
             listen: self.listen,
             redis,
+            redis_ca_file: self.redis_ca_file,
             data_plane: DataPlaneConfig {
                 image: self.image.unwrap_or_default(),
                 image_pull_policy: self.image_pull_policy,
                 redis_url: data_plane_redis,
                 redis_cluster: self.redis_cluster,
+                redis_ca_secret: self.redis_ca_secret,
                 default_ingress_class: self.ingress_class,
                 resources: Resources::default(),
             },
@@ -276,11 +342,13 @@ pub(crate) mod tests {
             namespace: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             redis: RedisTarget::new("redis://127.0.0.1:6379", false).unwrap(),
+            redis_ca_file: None,
             data_plane: DataPlaneConfig {
                 image: "ghcr.io/fanout-dev/fanout:0.1.0".into(),
                 image_pull_policy: "IfNotPresent".into(),
                 redis_url: RedisUrlSource::Value("redis://redis.fanout-system.svc:6379".into()),
                 redis_cluster: false,
+                redis_ca_secret: None,
                 default_ingress_class: None,
                 resources: Resources::default(),
             },
@@ -352,5 +420,95 @@ pub(crate) mod tests {
 
         let message = refused(&["--redis-url", "http://user:secret@redis:6379"]);
         assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn a_redis_ca_secret_is_off_by_default_and_needs_a_tls_url() {
+        let plain = from_flags(&["--redis-url", "redis://redis:6379"]).unwrap();
+        assert_eq!(plain.data_plane.redis_ca_secret, None);
+        assert_eq!(plain.redis_ca_file, None);
+
+        let tls = from_flags(&[
+            "--redis-url",
+            "rediss://redis:6380",
+            "--redis-ca-secret",
+            "fanout-redis-ca",
+        ])
+        .unwrap();
+        assert_eq!(
+            tls.data_plane.redis_ca_secret.as_deref(),
+            Some("fanout-redis-ca")
+        );
+
+        let refused = from_flags(&[
+            "--redis-url",
+            "redis://:secret@redis:6379",
+            "--redis-ca-secret",
+            "fanout-redis-ca",
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(refused, ConfigError::CaSecretWithoutTls(_)),
+            "{refused:?}"
+        );
+        let message = refused.to_string();
+        for needed in ["--redis-ca-secret", "--redis-url", "rediss://"] {
+            assert!(message.contains(needed), "{message}");
+        }
+        assert!(!message.contains("secret@"), "password shown: {message}");
+
+        // The URL a Secret gives the pods is never read by the operator.
+        let mut c = config();
+        c.data_plane.redis_url = RedisUrlSource::Secret("fanout-redis-url".into());
+        c.data_plane.redis_ca_secret = Some("fanout-redis-ca".into());
+        assert_eq!(c.validate(), Ok(()));
+
+        for bad in ["", "Fanout-CA", "-ca", "ca_secret"] {
+            let mut c = config();
+            c.data_plane.redis_url = RedisUrlSource::Value("rediss://redis:6380".into());
+            c.data_plane.redis_ca_secret = Some(bad.into());
+            assert_eq!(
+                c.validate(),
+                Err(ConfigError::CaSecretName(bad.into())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_operators_redis_ca_file_is_checked_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |args: &[&str]| match from_flags(args) {
+            Err(e @ ConfigError::RedisCaFile(_)) => e.to_string(),
+            other => panic!("{args:?} must be refused for its CA file, got {other:?}"),
+        };
+        let missing = dir.path().join("missing.pem");
+        let missing = missing.to_str().unwrap();
+        let message = refused(&[
+            "--redis-url",
+            "rediss://redis:6380",
+            "--redis-ca-file",
+            missing,
+        ]);
+        assert!(message.contains("--redis-ca-file"), "{message}");
+        assert!(message.contains("cannot read CA file"), "{message}");
+
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let message = refused(&[
+            "--redis-url",
+            "rediss://redis:6380",
+            "--redis-ca-file",
+            not_pem.to_str().unwrap(),
+        ]);
+        assert!(message.contains("no PEM certificate"), "{message}");
+
+        let message = refused(&[
+            "--redis-url",
+            "redis://redis:6379",
+            "--redis-ca-file",
+            not_pem.to_str().unwrap(),
+        ]);
+        assert!(message.contains("rediss://"), "{message}");
     }
 }

@@ -55,6 +55,12 @@ pub const WORKER_METRICS_PORT: i32 = 9090;
 pub const WORKER_MIN_SHUTDOWN_GRACE: u64 = 25;
 /// User and group the data plane runs as (distroless `nonroot`).
 pub const RUN_AS: i64 = 65532;
+/// Where the Secret of `--redis-ca-secret` is mounted in data-plane pods.
+pub const REDIS_CA_DIR: &str = "/var/run/fanout/redis-ca";
+/// The key of that Secret holding the CA certificate (PEM), and its file name.
+pub const REDIS_CA_KEY: &str = "ca.crt";
+/// Volume name of the `--redis-ca-secret` Secret.
+const REDIS_CA_VOLUME: &str = "redis-ca";
 
 /// The objects one route needs, as the apply step sends them.
 #[derive(Clone, Debug, PartialEq)]
@@ -198,6 +204,8 @@ pub fn build(route: &FanoutRoute, config: &DataPlaneConfig) -> Result<DesiredObj
     let ingest_secrets = ingest_secrets(route);
     let worker_secrets = worker_secrets(route);
     let config_hash = config_hash(&data, &ingest_secrets, &worker_secrets);
+    let ingest_mounts = secret_mounts(&ingest_secrets, config);
+    let worker_mounts = secret_mounts(&worker_secrets, config);
 
     let meta = |object_name: String, component: Option<&str>| ObjectMeta {
         name: Some(object_name),
@@ -231,10 +239,10 @@ pub fn build(route: &FanoutRoute, config: &DataPlaneConfig) -> Result<DesiredObj
         env: Some(redis_env(config)),
         liveness_probe: Some(probe("/healthz", "http", 10)),
         readiness_probe: Some(probe("/readyz", "http", 5)),
-        volume_mounts: Some(mounts(&ingest_secrets)),
+        volume_mounts: Some(mounts(&ingest_mounts)),
         ..container_defaults(config)
     };
-    let ingest_pod = pod_spec(ingest_container, &ingest_secrets, name, 30);
+    let ingest_pod = pod_spec(ingest_container, &ingest_mounts, name, 30);
     let ingest = deployment(
         meta(names::ingest(name), Some("ingest")),
         name,
@@ -301,10 +309,10 @@ pub fn build(route: &FanoutRoute, config: &DataPlaneConfig) -> Result<DesiredObj
         ),
         liveness_probe: Some(probe("/healthz", "metrics", 10)),
         readiness_probe: Some(probe("/readyz", "metrics", 5)),
-        volume_mounts: Some(mounts(&worker_secrets)),
+        volume_mounts: Some(mounts(&worker_mounts)),
         ..container_defaults(config)
     };
-    let worker_pod = pod_spec(worker_container, &worker_secrets, name, grace);
+    let worker_pod = pod_spec(worker_container, &worker_mounts, name, grace);
     let worker = deployment(
         meta(names::worker(name), Some("worker")),
         name,
@@ -415,14 +423,22 @@ fn selector_labels(route: &str, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// `FANOUT_REDIS_URL`, and `FANOUT_REDIS_CLUSTER=true` only in cluster mode
-/// (left out otherwise, so single-server pod templates stay as they were).
+/// `FANOUT_REDIS_URL`, `FANOUT_REDIS_CLUSTER=true` only in cluster mode and
+/// `FANOUT_REDIS_CA_FILE` only with a CA Secret (each left out otherwise, so
+/// the pod templates of installs without them stay as they were).
 fn redis_env(config: &DataPlaneConfig) -> Vec<EnvVar> {
     let mut env = vec![redis_url_env(&config.redis_url)];
     if config.redis_cluster {
         env.push(EnvVar {
             name: "FANOUT_REDIS_CLUSTER".into(),
             value: Some("true".into()),
+            ..EnvVar::default()
+        });
+    }
+    if config.redis_ca_secret.is_some() {
+        env.push(EnvVar {
+            name: "FANOUT_REDIS_CA_FILE".into(),
+            value: Some(format!("{REDIS_CA_DIR}/{REDIS_CA_KEY}")),
             ..EnvVar::default()
         });
     }
@@ -507,7 +523,44 @@ fn secret_volume_name(index: usize) -> String {
     format!("secret-{index}")
 }
 
-fn mounts(secrets: &BTreeSet<String>) -> Vec<VolumeMount> {
+/// A Secret mounted read-only into a data-plane pod: one code path for the
+/// route's own Secrets (auth tokens, signing keys: every key, under
+/// [`DEFAULT_SECRETS_DIR`]) and the operator's Redis CA (one key).
+struct SecretMount {
+    volume: String,
+    secret: String,
+    mount_path: String,
+    /// Only these keys (`None`: every key of the Secret).
+    items: Option<Vec<KeyToPath>>,
+}
+
+/// The Secrets a pod mounts: the route's `secrets`, then the Redis CA of
+/// `--redis-ca-secret` when set (last, so the others keep their volumes).
+fn secret_mounts(secrets: &BTreeSet<String>, config: &DataPlaneConfig) -> Vec<SecretMount> {
+    let mut mounts: Vec<SecretMount> = secrets
+        .iter()
+        .enumerate()
+        .map(|(index, secret)| SecretMount {
+            volume: secret_volume_name(index),
+            secret: secret.clone(),
+            mount_path: format!("{DEFAULT_SECRETS_DIR}/{secret}"),
+            items: None,
+        })
+        .collect();
+    mounts.extend(config.redis_ca_secret.iter().map(|secret| SecretMount {
+        volume: REDIS_CA_VOLUME.into(),
+        secret: secret.clone(),
+        mount_path: REDIS_CA_DIR.into(),
+        items: Some(vec![KeyToPath {
+            key: REDIS_CA_KEY.into(),
+            path: REDIS_CA_KEY.into(),
+            ..KeyToPath::default()
+        }]),
+    }));
+    mounts
+}
+
+fn mounts(secrets: &[SecretMount]) -> Vec<VolumeMount> {
     let mut mounts = vec![
         VolumeMount {
             name: "config".into(),
@@ -521,23 +574,18 @@ fn mounts(secrets: &BTreeSet<String>) -> Vec<VolumeMount> {
             ..VolumeMount::default()
         },
     ];
-    mounts.extend(
-        secrets
-            .iter()
-            .enumerate()
-            .map(|(index, secret)| VolumeMount {
-                name: secret_volume_name(index),
-                mount_path: format!("{DEFAULT_SECRETS_DIR}/{secret}"),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            }),
-    );
+    mounts.extend(secrets.iter().map(|secret| VolumeMount {
+        name: secret.volume.clone(),
+        mount_path: secret.mount_path.clone(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }));
     mounts
 }
 
 fn pod_spec(
     container: Container,
-    secrets: &BTreeSet<String>,
+    secrets: &[SecretMount],
     route: &str,
     grace_seconds: i64,
 ) -> PodSpec {
@@ -564,10 +612,11 @@ fn pod_spec(
             ..Volume::default()
         },
     ];
-    volumes.extend(secrets.iter().enumerate().map(|(index, secret)| Volume {
-        name: secret_volume_name(index),
+    volumes.extend(secrets.iter().map(|secret| Volume {
+        name: secret.volume.clone(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.clone()),
+            secret_name: Some(secret.secret.clone()),
+            items: secret.items.clone(),
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()

@@ -79,6 +79,10 @@ pub async fn run(config: OperatorConfig, shutdown: CancellationToken) -> Result<
     info!(
         redis = %config.redis.redacted_url(),
         redis_cluster = config.redis.is_cluster(),
+        redis_ca_file = config
+            .redis_ca_file
+            .as_deref()
+            .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
         "reading backlogs from Redis"
     );
     let stats = stats::RedisStats::new(&config.redis, STATS_TIMEOUT);

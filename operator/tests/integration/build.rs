@@ -20,6 +20,7 @@ fn config() -> DataPlaneConfig {
         image_pull_policy: "IfNotPresent".into(),
         redis_url: RedisUrlSource::Value("redis://redis.fanout-system.svc:6379".into()),
         redis_cluster: false,
+        redis_ca_secret: None,
         default_ingress_class: None,
         resources: Resources::default(),
     }
@@ -482,6 +483,102 @@ fn redis_cluster_mode_is_passed_to_the_data_plane_only_when_on() {
         .unwrap()
         .retain(|e| e.name != "FANOUT_REDIS_CLUSTER");
     assert_eq!(without, single.worker);
+}
+
+#[test]
+fn a_redis_ca_secret_is_mounted_read_only_with_its_env_in_every_pod_only_when_set() {
+    // full.yaml: the ingest pods mount the auth Secret, the workers two
+    // signing Secrets; the CA comes after them, whatever their number.
+    let without = build(&route("full.yaml"), &config()).unwrap();
+    for deployment in [&without.ingest, &without.worker] {
+        let pod = json(pod(deployment));
+        assert!(
+            !pod.to_string().contains("redis-ca") && !pod.to_string().contains("CA_FILE"),
+            "without --redis-ca-secret no CA volume, mount or env: {pod}"
+        );
+    }
+
+    let mut c = config();
+    c.redis_url = RedisUrlSource::Value("rediss://redis.data.svc:6380".into());
+    c.redis_ca_secret = Some("fanout-redis-ca".into());
+    let with = build(&route("full.yaml"), &c).unwrap();
+    for (deployment, route_secrets) in [(&with.ingest, 1), (&with.worker, 2)] {
+        let pod = pod(deployment);
+        let volumes = json(pod.volumes.as_ref().unwrap());
+        let ca_volumes: Vec<_> = volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["secret"]["secretName"] == "fanout-redis-ca")
+            .collect();
+        assert_eq!(
+            ca_volumes,
+            [&serde_json::json!({"name": "redis-ca", "secret": {
+                "secretName": "fanout-redis-ca",
+                "items": [{"key": "ca.crt", "path": "ca.crt"}]
+            }})]
+        );
+        let c = &pod.containers[0];
+        let mounts = json(c.volume_mounts.as_ref().unwrap());
+        assert!(
+            mounts.as_array().unwrap().contains(&serde_json::json!(
+                {"name": "redis-ca", "mountPath": "/var/run/fanout/redis-ca", "readOnly": true}
+            )),
+            "{mounts}"
+        );
+        // The route's own Secrets keep their volumes and mounts.
+        let secret_volumes = volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["name"].as_str().unwrap().starts_with("secret-"))
+            .count();
+        assert_eq!(secret_volumes, route_secrets);
+        let env = json(c.env.as_ref().unwrap());
+        let ca_env: Vec<_> = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "FANOUT_REDIS_CA_FILE")
+            .collect();
+        assert_eq!(
+            ca_env,
+            [
+                &serde_json::json!({"name": "FANOUT_REDIS_CA_FILE", "value": "/var/run/fanout/redis-ca/ca.crt"})
+            ]
+        );
+    }
+
+    // A Secret mount, not config: the ConfigMap and the hash are unchanged,
+    // and removing the CA volume, mount and env gives the pods without it.
+    assert_eq!(with.config_map, without.config_map);
+    assert_eq!(with.config_hash, without.config_hash);
+    let mut c = config();
+    c.redis_url = RedisUrlSource::Value("rediss://redis.data.svc:6380".into());
+    let tls_without_ca = build(&route("full.yaml"), &c).unwrap();
+    for (with, without) in [
+        (&with.ingest, &tls_without_ca.ingest),
+        (&with.worker, &tls_without_ca.worker),
+    ] {
+        let mut stripped = with.clone();
+        let pod = pod_mut(&mut stripped);
+        pod.volumes
+            .as_mut()
+            .unwrap()
+            .retain(|v| v.name != "redis-ca");
+        let container = &mut pod.containers[0];
+        container
+            .volume_mounts
+            .as_mut()
+            .unwrap()
+            .retain(|m| m.name != "redis-ca");
+        container
+            .env
+            .as_mut()
+            .unwrap()
+            .retain(|e| e.name != "FANOUT_REDIS_CA_FILE");
+        assert_eq!(&stripped, without);
+    }
 }
 
 fn pod_mut(deployment: &mut Deployment) -> &mut PodSpec {

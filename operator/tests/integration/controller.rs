@@ -58,6 +58,7 @@ async fn the_controller_lists_then_watches_routes_and_only_its_own_objects() {
             image_pull_policy: "IfNotPresent".into(),
             redis_url: RedisUrlSource::Value("redis://127.0.0.1:1".into()),
             redis_cluster: false,
+            redis_ca_secret: None,
             default_ingress_class: None,
             resources: Resources::default(),
         },

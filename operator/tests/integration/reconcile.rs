@@ -33,6 +33,7 @@ fn context(client: kube::Client, redis_url: &str) -> Arc<Context> {
         image_pull_policy: "IfNotPresent".into(),
         redis_url: RedisUrlSource::Value("redis://redis:6379".into()),
         redis_cluster: false,
+        redis_ca_secret: None,
         default_ingress_class: None,
         resources: Resources::default(),
     };

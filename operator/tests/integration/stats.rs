@@ -213,3 +213,57 @@ async fn backlogs_of_routes_on_different_cluster_nodes_are_read() {
         vec![expected("a", 3, 2)]
     );
 }
+
+/// `fanout-operator run`'s flags, parsed as the binary parses them.
+#[derive(clap::Parser)]
+struct Flags {
+    #[command(flatten)]
+    run: fanout_operator::config::RunArgs,
+}
+
+/// The operator's own connection over TLS to a Redis whose certificate a
+/// private CA signed: built from `--redis-ca-file`, it trusts that CA; a
+/// target without it (the system's CAs) is refused by the same server.
+#[tokio::test]
+async fn backlog_is_read_over_tls_trusting_the_ca_of_redis_ca_file() {
+    use clap::Parser as _;
+
+    let redis = RedisServer::start_tls();
+    let keys = RouteKeys::new("shop", "orders");
+    add(
+        &mut connect(&target(&redis.url(), false)),
+        &keys.events(),
+        3,
+    )
+    .await;
+
+    let tls_url = redis.tls_url();
+    let ca = redis.tls_ca().to_str().unwrap();
+    let config = Flags::try_parse_from([
+        "fanout-operator",
+        "--image",
+        "fanout:1",
+        "--redis-url",
+        &tls_url,
+        "--redis-ca-file",
+        ca,
+    ])
+    .unwrap()
+    .run
+    .into_config()
+    .unwrap();
+    assert_eq!(config.redis_ca_file.as_deref(), Some(redis.tls_ca()));
+    assert_eq!(
+        stats_of(&config.redis)
+            .read("shop", "orders", &names(&["a"]))
+            .await
+            .unwrap(),
+        vec![expected("a", 3, 0)]
+    );
+
+    let error = stats_of(&target(&tls_url, false))
+        .read("shop", "orders", &names(&["a"]))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("UnknownIssuer"), "{error}");
+}
