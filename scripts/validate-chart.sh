@@ -221,6 +221,33 @@ else
     fail "operator FANOUT_REDIS_URL is \"$got\", want \"$want\" ($tls_render)"
 fi
 
+# 3e. A private CA for TLS to Redis (redis.external.caSecret) reaches the
+#     operator exactly when set: its Secret mounted read-only, env
+#     FANOUT_REDIS_CA_FILE naming the file and FANOUT_REDIS_CA_SECRET naming
+#     the Secret for the route pods; in every other render none of them.
+for values in "${values_sets[@]}"; do
+    name=$(basename "${values:-default}" .yaml)
+    render=$work/render-$name.yaml
+    [[ -f $render ]] || continue
+    ca_secret=""
+    if [[ -n $values ]]; then
+        ca_secret=$(PYTHONPATH=$PY_DIR python3 -c '
+import sys, yaml
+values = yaml.safe_load(open(sys.argv[1])) or {}
+print(((values.get("redis") or {}).get("external") or {}).get("caSecret") or "")
+' "$values")
+    fi
+    if check_py redis-ca "$render" "$ca_secret" >"$work/redis-ca.log"; then
+        pass "Redis CA in the operator ($name): $(sed 's/^PASS [^:]*: //' "$work/redis-ca.log")"
+    else
+        fail "Redis CA in the operator ($name):"
+        sed 's/^/    /' "$work/redis-ca.log"
+    fi
+done
+if ! grep -q '^ *caSecret: [^"]' "$CHART/ci/external-redis-values.yaml"; then
+    fail "no ci values file sets redis.external.caSecret ($CHART/ci/external-redis-values.yaml)"
+fi
+
 # 4. The plain manifests in deploy/ are valid too.
 plain=()
 for f in deploy/*.yaml; do

@@ -15,6 +15,13 @@ exits non-zero when anything failed):
   rbac EXPECTED RENDERED  the rules of the ClusterRole in EXPECTED equal
                           those of the ClusterRole in RENDERED.
   same A B                A and B hold the same objects (parsed, in order).
+  redis-ca RENDERED SECRET
+                          the operator Deployment in RENDERED has env
+                          FANOUT_REDIS_CA_FILE and FANOUT_REDIS_CA_SECRET
+                          exactly when SECRET is not empty: then the
+                          Secret SECRET (key ca.crt) mounted read-only and
+                          FANOUT_REDIS_CA_FILE naming the mounted file;
+                          otherwise no CA volume at all.
 """
 
 import copy
@@ -235,6 +242,60 @@ def check_same(a_path, b_path):
     return 1
 
 
+REDIS_CA_ENV = ("FANOUT_REDIS_CA_FILE", "FANOUT_REDIS_CA_SECRET")
+
+
+def redis_ca_problems(deployment, secret):
+    """What is wrong with the operator Deployment's Redis CA wiring."""
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    volumes = pod.get("volumes") or []
+    mounts = container.get("volumeMounts") or []
+    if not secret:
+        problems = ["env %s set" % name for name in REDIS_CA_ENV if name in env]
+        problems += ["volume %s mounts the CA" % v["name"] for v in volumes if v["name"] == "redis-ca"]
+        return problems
+    problems = ["env %s missing" % name for name in REDIS_CA_ENV if name not in env]
+    if problems:
+        return problems
+    if env["FANOUT_REDIS_CA_SECRET"] != secret:
+        problems.append("FANOUT_REDIS_CA_SECRET is %r, want %r" % (env["FANOUT_REDIS_CA_SECRET"], secret))
+    ca_file = env["FANOUT_REDIS_CA_FILE"] or ""
+    directory, _, file_name = ca_file.rpartition("/")
+    mount = next((m for m in mounts if m["mountPath"] == directory), None)
+    if mount is None:
+        return problems + ["nothing mounted at %s (FANOUT_REDIS_CA_FILE=%s)" % (directory, ca_file)]
+    if mount.get("readOnly") is not True:
+        problems.append("the CA mount %s is not read-only" % directory)
+    volume = next((v for v in volumes if v["name"] == mount["name"]), {})
+    source = volume.get("secret") or {}
+    if source.get("secretName") != secret:
+        problems.append("volume %s is not Secret %r: %r" % (mount["name"], secret, volume))
+    elif source.get("items") != [{"key": "ca.crt", "path": file_name}]:
+        problems.append("volume %s does not project key ca.crt to %s: %r" % (mount["name"], file_name, source.get("items")))
+    return problems
+
+
+def check_redis_ca(rendered_path, secret):
+    operators = [
+        obj for obj in load(rendered_path)
+        if obj.get("kind") == "Deployment"
+        and (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "operator"
+    ]
+    if len(operators) != 1:
+        print("FAIL %s: %d operator Deployments, want 1" % (rendered_path, len(operators)))
+        return 1
+    problems = redis_ca_problems(operators[0], secret)
+    want = ("Secret %s mounted, FANOUT_REDIS_CA_FILE and FANOUT_REDIS_CA_SECRET set" % secret
+            if secret else "no CA Secret, FANOUT_REDIS_CA_FILE and FANOUT_REDIS_CA_SECRET unset")
+    if problems:
+        print("FAIL %s: want %s: %s" % (rendered_path, want, "; ".join(problems)))
+        return 1
+    print("PASS %s: %s" % (rendered_path, want))
+    return 0
+
+
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
@@ -247,6 +308,8 @@ def main(argv):
         failed = check_rbac(args[0], args[1])
     elif cmd == "same" and len(args) == 2:
         failed = check_same(args[0], args[1])
+    elif cmd == "redis-ca" and len(args) == 2:
+        failed = check_redis_ca(args[0], args[1])
     else:
         raise SystemExit(__doc__)
     return 1 if failed else 0
