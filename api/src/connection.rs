@@ -15,7 +15,10 @@
 //! against the system's CA certificates, or only against the CA given with
 //! [`RedisTarget::with_ca_file`] (`--redis-ca-file`), for a private CA.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use redis::{
     Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, TlsCertificates, Value,
@@ -24,6 +27,40 @@ use redis::{
     cluster_async::ClusterConnection,
     cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
 };
+
+/// The Redis flags every fanout binary takes (flattened into its own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisArgs {
+    /// Redis URL: `redis[s]://[user:password@]host:port[/db]`, `rediss` for
+    /// TLS.
+    #[arg(
+        long,
+        env = "FANOUT_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// The Redis URL names one node of a Redis Cluster (the others are
+    /// discovered from it).
+    #[arg(long, env = "FANOUT_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// PEM file of the private CA that signed the Redis server's
+    /// certificate (`rediss://` only); trusted instead of the system's CAs
+    /// for Redis alone (https destinations still use the system's).
+    #[arg(long, env = "FANOUT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    /// The target these flags describe, checked.
+    pub fn target(&self) -> Result<RedisTarget, RedisTargetError> {
+        match &self.redis_ca_file {
+            Some(ca_file) => {
+                RedisTarget::with_ca_file(&self.redis_url, self.redis_cluster, ca_file)
+            }
+            None => RedisTarget::new(&self.redis_url, self.redis_cluster),
+        }
+    }
+}
 
 /// Why a Redis target is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -95,19 +132,6 @@ impl RedisTarget {
             )));
         }
         Self::build(url, cluster, Some(pem))
-    }
-
-    /// The target the `--redis-url`, `--redis-cluster` and
-    /// `--redis-ca-file` flags describe.
-    pub fn from_flags(
-        url: &str,
-        cluster: bool,
-        ca_file: Option<&Path>,
-    ) -> Result<Self, RedisTargetError> {
-        match ca_file {
-            Some(ca_file) => Self::with_ca_file(url, cluster, ca_file),
-            None => Self::new(url, cluster),
-        }
     }
 
     fn build(url: &str, cluster: bool, ca: Option<Vec<u8>>) -> Result<Self, RedisTargetError> {

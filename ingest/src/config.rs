@@ -4,7 +4,9 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use fanout_api::{
-    FanoutRoute, RedisTarget, RoutesFileError, connection::RedisTargetError, load_routes_file,
+    FanoutRoute, RedisTarget, RoutesFileError,
+    connection::{RedisArgs, RedisTargetError},
+    load_routes_file,
     secrets::DEFAULT_SECRETS_DIR,
 };
 
@@ -28,21 +30,9 @@ pub struct Args {
     /// Routes file: one or more FanoutRoute YAML documents.
     #[arg(long, env = "FANOUT_ROUTES")]
     pub routes: PathBuf,
-    /// Redis to store events in.
-    #[arg(
-        long,
-        env = "FANOUT_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
-    /// The Redis URL names one node of a Redis Cluster (the others are
-    /// discovered from it).
-    #[arg(long, env = "FANOUT_REDIS_CLUSTER")]
-    pub redis_cluster: bool,
-    /// PEM file of the CA that signed the Redis server's certificate
-    /// (`rediss://` only); trusted instead of the system's CAs for Redis.
-    #[arg(long, env = "FANOUT_REDIS_CA_FILE")]
-    pub redis_ca_file: Option<PathBuf>,
+    /// Redis, where events are stored.
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Address to serve HTTP on.
     #[arg(long, env = "FANOUT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -113,11 +103,7 @@ impl Config {
     /// configuration; [`Config::validate`] checks the rest.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
         let routes = load_routes_file(&args.routes)?;
-        let redis = RedisTarget::from_flags(
-            &args.redis_url,
-            args.redis_cluster,
-            args.redis_ca_file.as_deref(),
-        )?;
+        let redis = args.redis.target()?;
         let mut config = Self::new(routes, redis);
         config.secrets_dir = args.secrets_dir.clone();
         config.redis_memory_watermark = args.redis_memory_watermark;
@@ -170,7 +156,7 @@ mod tests {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["fanout-ingest", "--routes", "r.yaml"];
             argv.extend_from_slice(extra);
-            Args::try_parse_from(argv).unwrap().redis_cluster
+            Args::try_parse_from(argv).unwrap().redis.redis_cluster
         };
         assert!(!parse(&[]));
         assert!(parse(&["--redis-cluster"]));

@@ -6,7 +6,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use fanout_api::connection::{RedisTarget, RedisTargetError, redact};
+use fanout_api::connection::{RedisArgs, RedisTarget, redact};
 
 /// How data-plane pods get their Redis URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,25 +244,16 @@ pub struct RunArgs {
     /// Pull policy of the data-plane image: Always, IfNotPresent or Never.
     #[arg(long, env = "FANOUT_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
     pub image_pull_policy: String,
-    /// Redis the data plane uses and the operator reads backlogs from.
-    #[arg(
-        long,
-        env = "FANOUT_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
-    /// The Redis URL names a node of a Redis Cluster (any node: the others are
-    /// discovered); passed on to the data plane as FANOUT_REDIS_CLUSTER=true.
-    #[arg(long, env = "FANOUT_REDIS_CLUSTER")]
-    pub redis_cluster: bool,
+    /// Redis, which the data plane uses and the operator reads backlogs
+    /// from; cluster mode is passed on to the data plane as
+    /// FANOUT_REDIS_CLUSTER=true. The CA file is for the operator's own
+    /// connection (route pods get theirs from --redis-ca-secret).
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Give data-plane pods FANOUT_REDIS_URL from key `url` of this Secret
     /// (in each route's namespace) instead of the value of --redis-url.
     #[arg(long, env = "FANOUT_REDIS_URL_SECRET")]
     pub redis_url_secret: Option<String>,
-    /// PEM file of the private CA that signed the Redis server's certificate
-    /// (rediss:// only): the operator's own Redis connection trusts only it.
-    #[arg(long, env = "FANOUT_REDIS_CA_FILE")]
-    pub redis_ca_file: Option<PathBuf>,
     /// Mount key `ca.crt` of this Secret (in each route's namespace) into
     /// data-plane pods and give them FANOUT_REDIS_CA_FILE pointing at it
     /// (rediss:// only).
@@ -298,26 +289,25 @@ impl RunArgs {
         });
         let data_plane_redis = match self.redis_url_secret {
             Some(secret) => RedisUrlSource::Secret(secret),
-            None => RedisUrlSource::Value(self.redis_url.clone()),
+            None => RedisUrlSource::Value(self.redis.redis_url.clone()),
         };
-        let redis = match &self.redis_ca_file {
-            Some(ca_file) => {
-                RedisTarget::with_ca_file(&self.redis_url, self.redis_cluster, ca_file)
-                    .map_err(|e: RedisTargetError| ConfigError::RedisCaFile(e.to_string()))?
-            }
-            None => RedisTarget::new(&self.redis_url, self.redis_cluster)
-                .map_err(|e: RedisTargetError| ConfigError::Redis(e.to_string()))?,
-        };
+        let redis = self
+            .redis
+            .target()
+            .map_err(|e| match self.redis.redis_ca_file {
+                Some(_) => ConfigError::RedisCaFile(e.to_string()),
+                None => ConfigError::Redis(e.to_string()),
+            })?;
         let config = OperatorConfig {
             namespace: self.namespace,
             listen: self.listen,
             redis,
-            redis_ca_file: self.redis_ca_file,
+            redis_ca_file: self.redis.redis_ca_file,
             data_plane: DataPlaneConfig {
                 image: self.image.unwrap_or_default(),
                 image_pull_policy: self.image_pull_policy,
                 redis_url: data_plane_redis,
-                redis_cluster: self.redis_cluster,
+                redis_cluster: self.redis.redis_cluster,
                 redis_ca_secret: self.redis_ca_secret,
                 default_ingress_class: self.ingress_class,
                 resources: Resources::default(),

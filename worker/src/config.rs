@@ -15,7 +15,7 @@ use std::{
 use clap::{Parser, ValueEnum};
 use fanout_api::{
     FanoutRoute, HumanDuration, RedisTarget, RouteKeys, RoutesFileError,
-    connection::RedisTargetError,
+    connection::{RedisArgs, RedisTargetError},
     load_routes_file,
     routes_file::qualified_name,
     secrets::{DEFAULT_SECRETS_DIR, DEFAULT_SIGNING_KEY},
@@ -34,22 +34,9 @@ pub struct Args {
     /// Routes file: one or more FanoutRoute YAML documents.
     #[arg(long, env = "FANOUT_ROUTES")]
     pub routes: PathBuf,
-    /// Redis to read the route streams from.
-    #[arg(
-        long,
-        env = "FANOUT_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
-    /// The Redis URL names one node of a Redis Cluster (the others are
-    /// discovered from it).
-    #[arg(long, env = "FANOUT_REDIS_CLUSTER")]
-    pub redis_cluster: bool,
-    /// PEM file of the CA that signed the Redis server's certificate
-    /// (`rediss://` only); trusted instead of the system's CAs for Redis
-    /// (https destinations still use the system's).
-    #[arg(long, env = "FANOUT_REDIS_CA_FILE")]
-    pub redis_ca_file: Option<PathBuf>,
+    /// Redis, holding the route streams.
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "FANOUT_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
@@ -205,11 +192,7 @@ impl Config {
             &routes,
             &args.secrets_dir,
             Settings {
-                redis: RedisTarget::from_flags(
-                    &args.redis_url,
-                    args.redis_cluster,
-                    args.redis_ca_file.as_deref(),
-                )?,
+                redis: args.redis.target()?,
                 metrics_listen: args.metrics_listen,
                 consumer,
                 visibility_timeout: args.visibility_timeout.get(),
@@ -416,8 +399,8 @@ spec:
     #[test]
     fn flags_parse_with_defaults() {
         let args = Args::try_parse_from(["fanout-worker", "--routes", "r.yaml"]).unwrap();
-        assert_eq!(args.redis_url, "redis://127.0.0.1:6379");
-        assert!(!args.redis_cluster);
+        assert_eq!(args.redis.redis_url, "redis://127.0.0.1:6379");
+        assert!(!args.redis.redis_cluster);
         assert_eq!(args.visibility_timeout.get(), Duration::from_secs(60));
         assert_eq!(args.shutdown_grace.get(), Duration::from_secs(25));
         assert_eq!(args.secrets_dir, PathBuf::from(DEFAULT_SECRETS_DIR));
@@ -433,7 +416,7 @@ spec:
             "--redis-cluster",
         ])
         .unwrap();
-        assert!(args.redis_cluster);
+        assert!(args.redis.redis_cluster);
         assert_eq!(args.visibility_timeout.get(), Duration::from_secs(2));
         assert_eq!(args.log_format, LogFormat::Json);
         assert!(
